@@ -1,0 +1,42 @@
+# make test | make demo | make bench   (the first run creates .venv and installs the pins, ~2 min)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN := OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false $(BIN)/python
+DEMO := results/demo
+
+.PHONY: install install-gpu test demo bench check-gpu-resolution clean-demo
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-gpu: install
+	$(BIN)/pip install -r requirements.txt -r requirements-gpu.txt
+
+test: install
+	$(RUN) -m pytest -q tests
+
+# The whole pipeline on the bundled tiny setup: every stage's real code, tiny random weights.
+demo: install
+	$(RUN) tiny_models.py --out $(DEMO)/models
+	$(RUN) filter_data.py --input data/sample_magpie.jsonl --output $(DEMO)/filtered.jsonl \
+		--rare_char_max_count -1 --second_pass_rare_char_max_count -1
+	@echo "demo: filtered pairs in $(DEMO)/filtered.jsonl"
+
+bench: install
+	$(RUN) bench/bench_filter.py
+
+# Resolve requirements.txt + requirements-gpu.txt for Linux x86_64 from package metadata alone.
+check-gpu-resolution: install
+	$(BIN)/pip install --dry-run --quiet --ignore-installed --only-binary=:all: \
+		--python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --target /tmp/kit-gpu-resolution \
+		-r requirements.txt -r requirements-gpu.txt && echo "GPU extras resolve with the pins"
+
+clean-demo:
+	rm -rf $(DEMO)
