@@ -26,7 +26,9 @@ demo: install
 	$(RUN) tiny_models.py --out $(DEMO)/models
 	$(RUN) filter_data.py --input data/sample_magpie.jsonl --output $(DEMO)/filtered.jsonl \
 		--rare_char_max_count -1 --second_pass_rare_char_max_count -1
-	@echo "demo: filtered pairs in $(DEMO)/filtered.jsonl"
+	$(RUN) train.py --config configs/tiny_cpu.yaml --results_dir $(DEMO)/runs --val_size 4 \
+		--report_to none --overwrite
+	@echo "demo: filtered pairs in $(DEMO)/filtered.jsonl, adapter and trial table in $(DEMO)/runs"
 
 bench: install
 	$(RUN) bench/bench_filter.py

@@ -1,7 +1,8 @@
-"""Shared helpers for the kit's scripts: JSONL/YAML I/O, atomic writes, errors users can act on.
+"""Shared helpers for the kit's scripts: JSONL/YAML I/O, atomic writes, user-facing errors, and
+model loading (unsloth on a GPU, transformers + peft + bitsandbytes elsewhere).
 
-Model loading lives in `modeling.py`; this module imports nothing heavy so that every
-script's `--help` stays instant.
+Heavy libraries are imported inside the functions that need them, so every script's `--help`
+stays instant and the CPU path never touches GPU-only packages.
 """
 from __future__ import annotations
 
@@ -153,3 +154,151 @@ def pair_from_record(record: Any) -> tuple[str, str] | None:
     if not instruction and not response:
         return None
     return instruction, response
+
+
+# ---------------------------------------------------------------------------------------------
+# Model loading: unsloth on a CUDA GPU, transformers + peft + bitsandbytes elsewhere.
+# Heavy imports happen inside the functions, so scripts' --help never pays for them.
+
+BACKENDS = ("auto", "hf", "unsloth")
+# Every linear projection of the common architectures; phi-2 names its MLP fc1/fc2 and its
+# attention output `dense`.
+KNOWN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                     "dense", "fc1", "fc2", "query_key_value", "dense_h_to_4h", "dense_4h_to_h")
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto` → unsloth when CUDA is there and unsloth imports, else hf. Says which it picked."""
+    if backend not in BACKENDS:
+        raise KitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        import torch
+
+        backend = "hf"
+        if torch.cuda.is_available():
+            try:
+                import unsloth  # noqa: F401  (must be imported before transformers patches)
+                backend = "unsloth"
+            except Exception as err:  # unsloth missing or broken: the hf path still works
+                print(f"backend: unsloth unavailable ({type(err).__name__}: {err}); using hf")
+        print(f"backend: {backend}")
+    return backend
+
+
+def bnb_config(compute_dtype: str = "bfloat16", quant_type: str = "nf4", double_quant: bool = True):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
+
+
+def check_model_path(name: str) -> None:
+    """A local-looking path that does not exist is an error before anything heavy starts."""
+    path = Path(name)
+    looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") > 1
+    if looks_local and not path.expanduser().exists():
+        raise KitError(f"{name}: no such model directory")
+
+
+def ensure_chat_template(tokenizer) -> bool:
+    """Give a tokenizer without a chat template the gemma-2 turn format; True if it was added."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    from prompts import GEMMA2_CHAT_TEMPLATE
+
+    tokenizer.chat_template = GEMMA2_CHAT_TEMPLATE
+    return True
+
+
+def load_model(name: str, backend: str = "hf", load_in_4bit: bool = False, max_length: int = 2048,
+               dtype: str | None = None, padding_side: str = "right", for_training: bool = True):
+    """(model, tokenizer) for exactly the model named, on the resolved backend."""
+    import torch
+
+    check_model_path(name)
+    if dtype is None:
+        dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        # use_exact_model_name: unsloth would otherwise swap in its own pre-quantized repo
+        # (unsloth/*-bnb-4bit) for a known base name, a rules risk in the competition.
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=name, max_seq_length=max_length, dtype=getattr(torch, dtype),
+            load_in_4bit=load_in_4bit, use_exact_model_name=True)
+        resolved = getattr(model.config, "_name_or_path", name)
+        if resolved.rstrip("/") != name.rstrip("/"):
+            raise KitError(f"unsloth loaded {resolved!r} instead of {name!r}; refusing the swap")
+        tokenizer.padding_side = padding_side
+    else:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+            tokenizer = AutoTokenizer.from_pretrained(name, padding_side=padding_side)
+        except OSError as err:
+            raise KitError(f"{name}: cannot load model config/tokenizer ({err})") from None
+        kwargs = {"dtype": getattr(torch, dtype), "low_cpu_mem_usage": True}
+        if config.model_type.startswith("gemma2"):
+            kwargs["attn_implementation"] = "eager"  # gemma-2's logit softcapping needs eager
+        if load_in_4bit:
+            kwargs["quantization_config"] = bnb_config(compute_dtype="bfloat16" if dtype == "bfloat16"
+                                                       else "float32")
+        if torch.cuda.is_available():
+            kwargs["device_map"] = "auto"
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        resolved = name
+    print(f"model: {resolved} ({backend}, {'4-bit' if load_in_4bit else dtype})")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if ensure_chat_template(tokenizer):
+        print("model: no chat template; using the gemma-2 turn format from prompts/")
+    return model, tokenizer
+
+
+def default_target_modules(model) -> list[str]:
+    """Names of every linear projection in the decoder layers (q/k/v/o/gate/up/down...)."""
+    import torch
+
+    names = set()
+    for full_name, module in model.named_modules():
+        leaf = full_name.rsplit(".", 1)[-1]
+        if leaf in KNOWN_PROJECTIONS and (isinstance(module, torch.nn.Linear)
+                                          or type(module).__name__.startswith("Linear")):
+            names.add(leaf)
+    if not names:
+        raise KitError("found no linear projections to adapt; pass --lora_target_modules")
+    return sorted(names)
+
+
+def add_lora(model, backend: str, r: int, alpha: int, dropout: float, target_modules, seed: int,
+             gradient_checkpointing: bool, quantized: bool):
+    target_modules = list(target_modules or default_target_modules(model))
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+            bias="none", use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+            random_state=seed)
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes", "unsloth"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions

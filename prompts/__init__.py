@@ -1,0 +1,64 @@
+"""Render a record into prompt text: one home for the templates train.py and infer.py share.
+
+    from prompts import load_template
+    template = load_template("alpaca_ja")
+    template.prompt("日本の首都は？")                       # what the model sees, training and inference
+    template.prompt(task, examples=[{"input": q, "output": a}, ...])   # few-shot, most similar last
+    template.completion("東京です。")                        # the training target (EOS added by trl)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+HERE = Path(__file__).parent
+GEMMA2_CHAT_TEMPLATE = (HERE / "gemma2_chat.jinja").read_text(encoding="utf-8")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    source: str
+    completion_suffix: str = ""
+    stop: tuple = ()
+    markers: tuple = ()
+    description: str = ""
+    _jinja: object = field(default=None, compare=False, repr=False)
+
+    def prompt(self, instruction: str, examples=(), context: str | None = None) -> str:
+        examples = [{"input": e["input"], "output": e["output"]} for e in examples]
+        return self._jinja.render(instruction=instruction, examples=examples, context=context)
+
+    def completion(self, response: str) -> str:
+        return response + self.completion_suffix
+
+
+@lru_cache(maxsize=None)
+def _registry() -> dict:
+    import yaml
+
+    return yaml.safe_load((HERE / "templates.yaml").read_text(encoding="utf-8"))
+
+
+def template_names() -> list[str]:
+    return sorted(_registry())
+
+
+def load_template(name: str) -> PromptTemplate:
+    import jinja2
+
+    registry = _registry()
+    if name not in registry:
+        raise TemplateError(f"unknown prompt template {name!r}; known: {', '.join(template_names())}")
+    entry = registry[name]
+    source = (HERE / "templates" / entry["file"]).read_text(encoding="utf-8")
+    environment = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    return PromptTemplate(name=name, source=source, completion_suffix=entry.get("completion_suffix", ""),
+                          stop=tuple(entry.get("stop", ())), markers=tuple(entry.get("markers", ())),
+                          description=entry.get("description", ""),
+                          _jinja=environment.from_string(source))

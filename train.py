@@ -1,0 +1,387 @@
+"""LoRA SFT of a causal LM on instruction/response pairs: unsloth on a GPU, transformers + peft
+(+ bitsandbytes for 4-bit) elsewhere, with the prompt template infer.py uses.
+
+    python train.py --config configs/gemma2_27b_seed.yaml --data_files filtered.jsonl qa111.jsonl
+    python train.py --config configs/tiny_cpu.yaml --model_name_or_path results/demo/models/tiny-gemma2 \
+        --data_files results/demo/filtered.jsonl
+    python train.py --config configs/tiny_cpu.yaml ... --sweep lora_r=8,16 lora_alpha=16,32
+    accelerate launch train.py --config ... --backend hf         # several GPUs (DDP/FSDP/DeepSpeed)
+    python train.py --config results/<run>/config.yaml --overwrite   # rerun a run exactly
+
+Defaults < --config YAML < command-line flags (trl's TrlParser); every SFTConfig field works.
+Each run writes results/<run>/: config.yaml, adapter/, metrics.json, loss.png; and the trial
+tables results/trials.csv, results/TRIALS.md, results/trials.png are rebuilt after each run.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from common import KitError, iter_jsonl, load_yaml, pair_from_record, run_main, write_json
+from results_table import update_trials_table
+
+# Fields of SFTConfig that are derived per run, not part of the recipe.
+DERIVED = {"output_dir", "logging_dir", "hub_token", "push_to_hub_token", "run_name",
+           "include_num_input_tokens_seen", "completion_only_loss"}
+
+
+@dataclass
+class KitArguments:
+    model_name_or_path: str = field(default="google/gemma-2-27b", metadata={"help": "base model"})
+    data_files: list[str] = field(default_factory=list, metadata={"help": "instruction/response JSONL"})
+    eval_file: str | None = field(default=None, metadata={"help": "held-out JSONL for eval loss"})
+    val_size: float = field(default=0.0, metadata={"help": "split this fraction (<1) or count off"})
+    template: str = field(default="alpaca_ja", metadata={"help": "prompt template in prompts/"})
+    loss_on: str = field(default="completion", metadata={"help": "completion | full (seed)"})
+    overlong: str = field(default="truncate", metadata={"help": "truncate | drop examples > max_length"})
+    backend: str = field(default="auto", metadata={"help": "auto | hf | unsloth"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: nf4 + double quant"})
+    lora_r: int = 64
+    lora_alpha: int = 64
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "default: all projections"})
+    results_dir: str = "results"
+    data_licenses: list[str] = field(default_factory=list, metadata={"help": "for the model card"})
+    synthetic_data_models: list[str] = field(default_factory=list,
+                                             metadata={"help": "models that generated the data"})
+    overwrite: bool = field(default=False, metadata={"help": "rerun a finished run"})
+    sweep: list[str] = field(default_factory=list, metadata={"help": "key=v1,v2 ... (grid)"})
+    push_adapter_to: str | None = field(default=None, metadata={"help": "hub repo; token from HF_TOKEN"})
+
+
+def parse(argv):
+    """(kit_args, sft_config, raw_config) with defaults < --config < flags."""
+    from trl import SFTConfig, TrlParser
+
+    argv = list(argv)
+    if "--push_to_hub" in argv:  # `--push_to_hub REPO` as entrants know it → our own adapter push
+        i = argv.index("--push_to_hub")
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--") and argv[i + 1].lower() not in (
+                "true", "false"):
+            argv[i:i + 2] = ["--push_adapter_to", argv[i + 1]]
+    raw = {}
+    if "--config" in argv:
+        raw = load_yaml(argv[argv.index("--config") + 1])
+        valid = {f.name for f in fields(KitArguments)} | {f.name for f in fields(SFTConfig)}
+        unknown = sorted(set(raw) - valid)
+        if unknown:
+            import difflib
+
+            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
+                     for k in unknown]
+            raise KitError(f"{argv[argv.index('--config') + 1]}: unknown key(s): {'; '.join(hints)}")
+    parser = TrlParser((KitArguments, SFTConfig))
+    if "output_dir" not in raw and "--output_dir" not in argv:
+        argv += ["--output_dir", "unset"]  # derived from results_dir/run_name below
+    try:
+        kit, sft = parser.parse_args_and_config(argv)
+    except ValueError as err:
+        raise KitError(f"bad training arguments: {err}") from None
+    explicit = set(raw) | {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+    return kit, sft, explicit
+
+
+def run_name_for(kit, sft, explicit) -> str:
+    if sft.run_name and "run_name" in explicit:
+        return sft.run_name
+    length = f"s{sft.max_steps}" if sft.max_steps > 0 else f"e{sft.num_train_epochs:g}"
+    name = f"r{kit.lora_r}-a{kit.lora_alpha}-lr{sft.learning_rate:g}-{length}-{kit.template}"
+    if kit.loss_on != "completion":
+        name += f"-loss{kit.loss_on}"
+    return name
+
+
+def load_pairs(files: list[str]) -> list[dict]:
+    if not files:
+        raise KitError("no training data: pass --data_files FILE [FILE ...]")
+    rows = []
+    for name in files:
+        count = 0
+        for line_no, record in iter_jsonl(name):
+            pair = pair_from_record(record)
+            if pair is None or not pair[0].strip() or not pair[1].strip():
+                raise KitError(f"{name}:{line_no}: record needs a non-empty instruction/response "
+                               "(or input/output)")
+            rows.append({"instruction": pair[0], "response": pair[1],
+                         "context": record.get("context") if isinstance(record, dict) else None})
+            count += 1
+        if count == 0:
+            raise KitError(f"{name}: no records")
+    return rows
+
+
+def validate(kit, sft) -> None:
+    """Everything that can be checked before a model is loaded."""
+    from prompts import TemplateError, load_template
+
+    if kit.lora_r <= 0 or kit.lora_alpha <= 0:
+        raise KitError(f"lora_r and lora_alpha must be positive (got {kit.lora_r}, {kit.lora_alpha})")
+    if kit.loss_on not in ("completion", "full") or kit.overlong not in ("truncate", "drop"):
+        raise KitError("--loss_on is completion|full and --overlong is truncate|drop")
+    try:
+        load_template(kit.template)
+    except TemplateError as err:
+        raise KitError(str(err)) from None
+    if kit.push_adapter_to and not os.environ.get("HF_TOKEN"):
+        raise KitError("--push_to_hub needs HF_TOKEN in the environment")
+
+
+def build_datasets(kit, sft, tokenizer, counts: dict):
+    """prompt/completion datasets rendered by prompts/, with over-long examples handled."""
+    import datasets
+    from prompts import load_template
+
+    template = load_template(kit.template)
+    empty_prompt = len(tokenizer(template.prompt("")).input_ids)
+    if sft.max_length is not None and empty_prompt + 8 > sft.max_length:
+        raise KitError(f"max_length {sft.max_length} is shorter than the {kit.template!r} prompt "
+                       f"template itself ({empty_prompt} tokens)")
+
+    def render(rows, split):
+        examples = [{"prompt": template.prompt(r["instruction"], context=r["context"]),
+                     "completion": template.completion(r["response"])} for r in rows]
+        lengths = [len(tokenizer(e["prompt"] + e["completion"]).input_ids) + 1 for e in examples]
+        long = [i for i, n in enumerate(lengths) if sft.max_length and n > sft.max_length]
+        counts[f"{split}_overlong_{'dropped' if kit.overlong == 'drop' else 'truncated'}"] = len(long)
+        if kit.overlong == "drop":
+            examples = [e for i, e in enumerate(examples) if i not in set(long)]
+        if not examples:
+            raise KitError(f"no {split} examples left (all longer than max_length {sft.max_length})")
+        counts[f"{split}_examples"] = len(examples)
+        return datasets.Dataset.from_list(examples)
+
+    train_rows = load_pairs(kit.data_files)
+    eval_rows = load_pairs([kit.eval_file]) if kit.eval_file else []
+    if kit.val_size and not eval_rows:
+        import random
+
+        n_eval = int(kit.val_size) if kit.val_size >= 1 else max(1, round(len(train_rows) * kit.val_size))
+        if n_eval >= len(train_rows):
+            raise KitError(f"--val_size {kit.val_size} leaves no training data ({len(train_rows)} rows)")
+        order = list(range(len(train_rows)))
+        random.Random(sft.seed).shuffle(order)
+        held = set(order[:n_eval])
+        eval_rows = [r for i, r in enumerate(train_rows) if i in held]
+        train_rows = [r for i, r in enumerate(train_rows) if i not in held]
+    return render(train_rows, "train"), (render(eval_rows, "eval") if eval_rows else None)
+
+
+def configure_tracking(sft, explicit, run_dir: Path) -> None:
+    """wandb when asked or keyed; otherwise offline wandb (never a login prompt, never a hang)."""
+    if "report_to" not in explicit:
+        sft.report_to = ["wandb"]
+    if "wandb" in sft.report_to:
+        if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
+            os.environ["WANDB_MODE"] = "offline"
+        os.environ.setdefault("WANDB_PROJECT", "llm2024-kit")
+        os.environ["WANDB_DIR"] = str(run_dir)  # the run's wandb files sit beside its metrics
+        if os.environ.get("WANDB_MODE") == "disabled":
+            sft.report_to = [r for r in sft.report_to if r != "wandb"]
+
+
+def resolved_config(kit, sft) -> dict:
+    from trl import SFTConfig
+
+    config = {f.name: getattr(kit, f.name) for f in fields(KitArguments) if f.name not in ("sweep", "overwrite")}
+    defaults = SFTConfig(output_dir="unset", bf16=False).to_dict()
+    for key, value in sft.to_dict().items():
+        if key not in DERIVED and (value != defaults.get(key) or key in (
+                "bf16", "learning_rate", "gradient_checkpointing", "report_to")):
+            config[key] = value
+    return config
+
+
+def build_trainer(kit, sft, explicit):
+    """Validate, render the data, load the model, add LoRA: (trainer, run_dir, backend, counts)."""
+    import yaml
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    from common import add_lora, check_model_path, load_model, resolve_backend
+
+    validate(kit, sft)
+    run_name = run_name_for(kit, sft, explicit)
+    run_dir = Path(kit.results_dir) / run_name
+    if (run_dir / "metrics.json").exists() and not kit.overwrite and not resuming(sft):
+        raise KitError(f"{run_dir} is a finished run; pass --overwrite to train it again")
+    check_model_path(kit.model_name_or_path)
+    try:  # the tokenizer alone is cheap: every data error surfaces before the model loads
+        tokenizer = AutoTokenizer.from_pretrained(kit.model_name_or_path)
+    except OSError as err:
+        raise KitError(f"{kit.model_name_or_path}: cannot load the tokenizer ({err})") from None
+    counts = {}
+    train_set, eval_set = build_datasets(kit, sft, tokenizer, counts)
+    backend = resolve_backend(kit.backend)
+    sft.run_name, sft.output_dir = run_name, str(run_dir / "checkpoints")
+    configure_tracking(sft, explicit, run_dir)
+    sft.completion_only_loss = kit.loss_on == "completion"
+    sft.include_num_input_tokens_seen = "non_padding"
+    if eval_set is None:
+        sft.eval_strategy = "no"
+    elif sft.eval_strategy == "no":
+        sft.eval_strategy, sft.eval_steps = "steps", sft.eval_steps or sft.logging_steps
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "config.yaml", "w", encoding="utf-8") as handle:
+        yaml.safe_dump(resolved_config(kit, sft), handle, allow_unicode=True, sort_keys=False)
+    model, tokenizer = load_model(kit.model_name_or_path, backend, kit.load_in_4bit, sft.max_length or 2048)
+    from transformers import set_seed
+
+    set_seed(sft.seed)  # LoRA's A matrices are drawn here, before the trainer seeds anything
+    model = add_lora(model, backend, kit.lora_r, kit.lora_alpha, kit.lora_dropout,
+                     kit.lora_target_modules, sft.seed, sft.gradient_checkpointing, kit.load_in_4bit)
+    trainer = SFTTrainer(model=model, args=sft, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer)
+    return trainer, run_dir, backend, counts
+
+
+def resuming(sft) -> bool:
+    return sft.resume_from_checkpoint not in (None, "", "false", "False")
+
+
+def train(kit, sft, explicit) -> dict:
+    import torch
+
+    from common import package_versions
+
+    trainer, run_dir, backend, counts = build_trainer(kit, sft, explicit)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    resume = sft.resume_from_checkpoint
+    resume = True if str(resume).lower() == "true" else resume
+    result = trainer.train(resume_from_checkpoint=resume if resuming(sft) else None)
+    runtime = time.perf_counter() - start
+    trainer.save_model(str(run_dir / "adapter"))
+    trainer.processing_class.save_pretrained(run_dir / "adapter")
+    metrics = collect_metrics(trainer, result, runtime, backend, counts, package_versions())
+    metrics.update(run=run_dir.name, lora_r=kit.lora_r, lora_alpha=kit.lora_alpha,
+                   learning_rate=sft.learning_rate, num_train_epochs=sft.num_train_epochs,
+                   max_steps=sft.max_steps, template=kit.template, data_files=kit.data_files)
+    write_json(run_dir / "metrics.json", metrics)
+    plot_losses(metrics, run_dir / "loss.png")
+    update_trials_table(kit.results_dir)
+    if kit.push_adapter_to:
+        push_adapter(run_dir / "adapter", kit.push_adapter_to)
+    print(f"run {run_dir.name}: final train loss {metrics['final_train_loss']}, best eval loss "
+          f"{metrics['best_eval_loss']}, {metrics['train_tokens_per_s']} tokens/s → {run_dir}")
+    return metrics
+
+
+def collect_metrics(trainer, result, runtime, backend, counts, versions) -> dict:
+    import resource
+
+    import torch
+
+    history = trainer.state.log_history
+    train_loss = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h]
+    eval_loss = [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h]
+    tokens = trainer.state.num_input_tokens_seen
+    if torch.cuda.is_available():
+        peak = {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    else:  # ru_maxrss is in KiB on Linux
+        peak = {"peak_cpu_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    return {"backend": backend, "train_loss": train_loss, "eval_loss": eval_loss,
+            "final_train_loss": train_loss[-1]["loss"] if train_loss else None,
+            "mean_train_loss": round(result.training_loss, 6),
+            "best_eval_loss": min((e["loss"] for e in eval_loss), default=None),
+            "last_eval_loss": eval_loss[-1]["loss"] if eval_loss else None,
+            "global_step": trainer.state.global_step, "runtime_s": round(runtime, 2),
+            "train_tokens": int(tokens), "train_tokens_per_s": round(tokens / runtime, 1),
+            **peak, **counts, "versions": versions}
+
+
+def plot_losses(metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key, label in (("train_loss", "train"), ("eval_loss", "eval")):
+        points = metrics[key]
+        if points:
+            axis.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=label)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_title(metrics["run"])
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def push_adapter(folder: Path, repo: str) -> None:
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise KitError("--push_to_hub needs HF_TOKEN in the environment")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload LoRA adapter")
+    print(f"pushed adapter to https://huggingface.co/{repo}")
+
+
+def sweep(argv: list[str]) -> list[dict]:
+    """One subprocess per trial of the grid; finished trials are skipped, failures recorded."""
+    start = argv.index("--sweep")
+    end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
+    specs, base = argv[start + 1:end], argv[:start] + argv[end:]
+    axes = []
+    for spec in specs:
+        key, _, values = spec.partition("=")
+        if not values:
+            raise KitError(f"--sweep takes key=v1,v2 (got {spec!r})")
+        axes.append([(key, v) for v in values.split(",")])
+    trials = []
+    for combo in itertools.product(*axes):
+        trial_argv = base + [x for key, value in combo for x in (f"--{key}", value)]
+        kit, sft, explicit = parse(trial_argv)
+        name = run_name_for(kit, sft, explicit)
+        extra = [f"{k}{v}" for k, v in combo if k not in ("lora_r", "lora_alpha", "learning_rate",
+                                                          "num_train_epochs", "max_steps", "template")]
+        if extra:
+            name = "-".join([name, *extra])
+            trial_argv += ["--run_name", name]
+        trials.append((name, trial_argv, Path(kit.results_dir)))
+    outcomes = []
+    for index, (name, trial_argv, results_dir) in enumerate(trials, 1):
+        run_dir = results_dir / name
+        if (run_dir / "metrics.json").exists() and "--overwrite" not in trial_argv:
+            print(f"[{index}/{len(trials)}] {name}: already complete, skipped")
+            outcomes.append({"run": name, "status": "skipped"})
+            continue
+        print(f"[{index}/{len(trials)}] {name}")
+        process = subprocess.run([sys.executable, str(Path(__file__).resolve()), *trial_argv],
+                                 stderr=subprocess.PIPE, text=True)
+        if process.returncode != 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            error = process.stderr.strip().splitlines()[-1:] or ["(no message)"]
+            write_json(run_dir / "failed.json", {"run": name, "returncode": process.returncode,
+                                                 "error": error[0], "argv": trial_argv})
+            print(f"[{index}/{len(trials)}] {name}: FAILED ({error[0]}); continuing", file=sys.stderr)
+            outcomes.append({"run": name, "status": "failed"})
+        else:
+            (run_dir / "failed.json").unlink(missing_ok=True)
+            outcomes.append({"run": name, "status": "ok"})
+    results_dir = trials[0][2] if trials else Path("results")
+    table = update_trials_table(results_dir)
+    print(table)
+    return outcomes
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--sweep" in argv:
+        return sweep(argv)
+    kit, sft, explicit = parse(argv)
+    return train(kit, sft, explicit)
+
+
+if __name__ == "__main__":
+    run_main(main)
