@@ -28,10 +28,18 @@ demo: install
 		--rare_char_max_count -1 --second_pass_rare_char_max_count -1
 	$(RUN) train.py --config configs/tiny_cpu.yaml --results_dir $(DEMO)/runs --val_size 4 \
 		--report_to none --overwrite
-	@echo "demo: filtered pairs in $(DEMO)/filtered.jsonl, adapter and trial table in $(DEMO)/runs"
+	$(RUN) infer.py --model $(DEMO)/models/tiny-gemma2 \
+		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
+		--tasks data/sample_tasks.jsonl --reference data/sample_reference_qa.jsonl --k 3 \
+		--retriever colbert --retriever_model $(DEMO)/models/tiny-colbert \
+		--max_new_tokens 48 --ban "###" --ban "質問" --results_dir $(DEMO)/runs \
+		--output $(DEMO)/output.jsonl
+	$(RUN) infer.py validate --tasks data/sample_tasks.jsonl --output $(DEMO)/output.jsonl
+	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl"
 
 bench: install
 	$(RUN) bench/bench_filter.py
+	$(RUN) bench/bench_infer.py
 
 # Resolve requirements.txt + requirements-gpu.txt for Linux x86_64 from package metadata alone.
 check-gpu-resolution: install

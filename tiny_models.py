@@ -80,7 +80,7 @@ def build_tiny_gemma2(out_dir: str | Path, seed: int = 0, chat_template: bool = 
     return out_dir
 
 
-def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 32) -> Path:
+def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 128) -> Path:
     """A BERT encoder saved the way JaColBERTv2 is: HF_ColBERT architecture, a `linear.weight`
     projection beside the encoder weights, `artifact.metadata`, and a WordPiece tokenizer."""
     import torch
@@ -96,15 +96,26 @@ def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 32) -> Pat
     wordpiece.train_from_iterator(corpus_texts(), trainers.WordPieceTrainer(
         vocab_size=2000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]",
                                          "[unused1]"], show_progress=False))
-    vocab = sorted(wordpiece.get_vocab().items(), key=lambda item: item[1])
-    (out_dir / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt"), do_lower_case=False,
-                                  tokenize_chinese_chars=True)
+    vocab = dict(sorted(wordpiece.get_vocab().items(), key=lambda item: item[1]))
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=False, tokenize_chinese_chars=True)
     tokenizer.save_pretrained(out_dir)
     config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=128, max_position_embeddings=512)
     torch.manual_seed(seed)
     encoder = BertModel(config, add_pooling_layer=False)
+    # Make the random encoder lexical: no position/segment signal and no attention/FFN updates,
+    # so a token's vector is its own (layer-normed) embedding and MaxSim matches shared tokens.
+    # Random weights would rank at random; this keeps retrieval tests meaningful.
+    with torch.no_grad():
+        encoder.embeddings.position_embeddings.weight.zero_()
+        encoder.embeddings.token_type_embeddings.weight.zero_()
+        for layer in encoder.encoder.layer:
+            layer.attention.output.dense.weight.zero_()
+            layer.output.dense.weight.zero_()
+        # Query-expansion [MASK] tokens then match every document's [SEP] equally: no bias
+        # towards long documents.
+        embeddings = encoder.embeddings.word_embeddings.weight
+        embeddings[tokenizer.mask_token_id] = embeddings[tokenizer.sep_token_id]
     weights = {f"bert.{name}": tensor.contiguous() for name, tensor in encoder.state_dict().items()}
     weights["linear.weight"] = torch.randn(dim, config.hidden_size) / config.hidden_size ** 0.5
     save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})

@@ -1,0 +1,79 @@
+"""Batched vs one-at-a-time greedy generation on the tiny Gemma-2, and BM25 retrieval speed.
+
+    python bench/bench_infer.py [--prompts 32] [--batch_size 16] [--max_new_tokens 64]
+
+Same prompts, greedy, same outputs required; writes bench/results/infer.json.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    import infer
+    from prompts import load_template
+    from rag import load_references, make_retriever
+    from tiny_models import build_tiny_gemma2
+
+    references = load_references(ROOT / "data" / "sample_reference_qa.jsonl")
+    template = load_template("alpaca_ja")
+    questions = [r["input"] for r in references]
+    prompts = [template.prompt(questions[i % len(questions)] + "。" * (i // len(questions)))
+               for i in range(args.prompts)]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_gemma2(Path(tmp) / "tiny-gemma2")
+        gen_args = infer.parse_args(["--model", str(model_dir), "--tasks", "-", "--max_new_tokens",
+                                     str(args.max_new_tokens), "--repetition_penalty", "1.0"])
+        model, tokenizer = infer.load_for_inference(gen_args, "hf")
+        infer.generate_batch(model, tokenizer, prompts[:2], gen_args, [], [])  # warm-up
+        start = time.perf_counter()
+        sequential = [infer.generate_batch(model, tokenizer, [p], gen_args, [], [])[0][0]
+                      for p in prompts]
+        sequential_s = time.perf_counter() - start
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        batched = [None] * len(prompts)
+        start = time.perf_counter()
+        for b in range(0, len(order), args.batch_size):
+            chunk = order[b:b + args.batch_size]
+            texts, _ = infer.generate_batch(model, tokenizer, [prompts[i] for i in chunk], gen_args, [], [])
+            for i, text in zip(chunk, texts):
+                batched[i] = text
+        batched_s = time.perf_counter() - start
+    retriever = make_retriever("bm25")
+    documents = [r["input"] + r["output"] for r in references]
+    documents = (documents * 3)[:100]
+    queries = [(q + "について教えてください。") for q in (questions * 3)[:100]]
+    start = time.perf_counter()
+    retriever.index(documents)
+    for query in queries:
+        retriever.search(query, 20)
+    bm25_s = time.perf_counter() - start
+    result = {"prompts": args.prompts, "batch_size": args.batch_size,
+              "max_new_tokens": args.max_new_tokens, "sequential_s": round(sequential_s, 2),
+              "batched_s": round(batched_s, 2), "speedup": round(sequential_s / batched_s, 2),
+              "identical_outputs": batched == sequential,
+              "bm25_100_refs_100_queries_s": round(bm25_s, 3)}
+    out = ROOT / "bench" / "results" / "infer.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""RAG few-shot inference over an elyza-tasks file into a validated output.jsonl.
+
+    python infer.py --model google/gemma-2-27b --adapter results/<run>/adapter \
+        --tasks elyza-tasks-100-TV_0.jsonl --reference qa111.jsonl --k 20 \
+        --retriever colbert --retriever_model bclavie/JaColBERTv2 --output output.jsonl
+    python infer.py ... --dry_run                  # write prompts.jsonl, load no model
+    python infer.py ... --resume                   # keep finished tasks, do only the rest
+    python infer.py validate --tasks elyza-tasks-100-TV_0.jsonl --output output.jsonl
+
+For each task the k nearest reference QAs become few-shot examples (most similar last), rendered
+with the template the adapter was trained with (read from results/<run>/config.yaml), then the
+model answers. Greedy by default; banned strings are blocked in every tokenization of them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import KitError, atomic_open, dumps_line, load_yaml, run_main, write_json
+from submission import LEAK_MARKERS, load_tasks, validate_output
+
+L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="base model (name or folder)")
+    p.add_argument("--adapter", help="LoRA adapter folder, e.g. results/<run>/adapter")
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--reference", help="reference QA JSONL for few-shot examples")
+    p.add_argument("--k", type=int, default=20, help="few-shot examples per task")
+    p.add_argument("--retriever", choices=("bm25", "colbert"), help="default: colbert with a model")
+    p.add_argument("--retriever_model", help="ColBERT checkpoint, e.g. bclavie/JaColBERTv2")
+    p.add_argument("--template", help="default: the adapter run's, else alpaca_ja")
+    p.add_argument("--output", default="output.jsonl")
+    p.add_argument("--csv", help="also write task_id,input,output as CSV")
+    p.add_argument("--backend", default="auto", choices=("auto", "hf", "unsloth", "vllm"))
+    p.add_argument("--load_in_4bit", action="store_true")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=1024)
+    p.add_argument("--context_length", type=int, help="default: the model's max_position_embeddings")
+    p.add_argument("--repetition_penalty", type=float, default=1.1)
+    p.add_argument("--do_sample", action="store_true")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--top_k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=3407)
+    p.add_argument("--ban", action="append", default=[], help="string never to generate (repeatable)")
+    p.add_argument("--stop", action="append", default=[], help="string that ends an answer")
+    p.add_argument("--cut_after", help="keep only the text after this marker")
+    p.add_argument("--limit", type=int, help="answer only the first N tasks (for timing)")
+    p.add_argument("--dry_run", action="store_true", help="write prompts.jsonl, load no model")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--results_dir", default="results")
+    p.add_argument("--run_name", help="default: the adapter's run, else infer-<model>")
+    return p.parse_args(argv)
+
+
+def template_for(args) -> str:
+    if args.template:
+        return args.template
+    if args.adapter and (Path(args.adapter).parent / "config.yaml").exists():
+        name = load_yaml(Path(args.adapter).parent / "config.yaml").get("template", "alpaca_ja")
+        print(f"template: {name} (from the adapter's run config)")
+        return name
+    return "alpaca_ja"
+
+
+def build_prompts(args, tasks, template, tokenizer, context_length) -> tuple[list[str], dict]:
+    """Few-shot prompts that fit the context with room for max_new_tokens; drop stats."""
+    from rag import load_references, make_retriever
+
+    examples = [[] for _ in tasks]
+    if args.reference and args.k > 0:
+        references = load_references(args.reference)
+        retriever = make_retriever(args.retriever or ("colbert" if args.retriever_model else "bm25"),
+                                   args.retriever_model, Path(args.results_dir) / ".cache" / "rag")
+        retriever.index([r["input"] for r in references])
+        for i, task in enumerate(tasks):
+            hits = retriever.search(task["input"], args.k)
+            examples[i] = [references[index] for index, _ in reversed(hits)]  # most similar last
+    prompts, dropped, tasks_shortened = [], 0, 0
+    budget = context_length - args.max_new_tokens
+    for task, shots in zip(tasks, examples):
+        prompt = template.prompt(task["input"], examples=shots)
+        before = len(shots)
+        while shots and len(tokenizer(prompt).input_ids) > budget:
+            shots = shots[1:]  # the least similar example goes first
+            prompt = template.prompt(task["input"], examples=shots)
+        if len(tokenizer(prompt).input_ids) > budget:
+            raise KitError(f"{args.tasks}:{task['line']}: task {task['task_id']!r} does not fit "
+                           f"{context_length} tokens with max_new_tokens {args.max_new_tokens}")
+        dropped += before - len(shots)
+        tasks_shortened += before > len(shots)
+        prompts.append(prompt)
+    return prompts, {"examples_dropped_to_fit": dropped, "tasks_with_examples_dropped": tasks_shortened}
+
+
+def token_bytes(tokenizer) -> list[bytes | None]:
+    """The bytes each vocabulary id spells (None for special tokens): byte-level BPE pieces
+    through GPT-2's byte alphabet, sentencepiece pieces with ▁ as a space and <0xNN> bytes."""
+    vocab = tokenizer.get_vocab()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
+    byte_of = _bytelevel_table() if byte_level else {}
+    special = set(tokenizer.all_special_ids)
+    result = [None] * (max(vocab.values()) + 1)
+    for piece, index in vocab.items():
+        if index in special:
+            continue
+        if byte_level:
+            result[index] = bytes(byte_of[c] for c in piece if c in byte_of)
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            result[index] = bytes([int(piece[3:5], 16)])
+        else:
+            result[index] = piece.replace("\u2581", " ").encode("utf-8")
+    return result
+
+
+def _bytelevel_table() -> dict:
+    """GPT-2's printable stand-ins for the 256 byte values, inverted."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    stand_ins, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            stand_ins[chr(byte)] = byte
+        else:
+            stand_ins[chr(256 + extra)] = byte
+            extra += 1
+    return stand_ins
+
+
+def banned_sequences(tokenizer, banned: list[str], limit: int = 512) -> list[list[int]]:
+    """Every token sequence that spells a banned string (alone, or after a space or newline),
+    and every single token that contains one."""
+    pieces = token_bytes(tokenizer)
+    by_first = {}
+    for index, piece in enumerate(pieces):
+        if piece:
+            by_first.setdefault(piece[0], []).append((index, piece))
+    sequences = set()
+    for word in banned:
+        target = word.encode("utf-8")
+        for variant in (target, b" " + target, b"\n" + target):
+            stack = [(0, ())]
+            while stack and len(sequences) < limit * len(banned):
+                position, prefix = stack.pop()
+                if position == len(variant):
+                    sequences.add(prefix)
+                    continue
+                for index, piece in by_first.get(variant[position], ()):
+                    if variant.startswith(piece, position):
+                        stack.append((position + len(piece), prefix + (index,)))
+        sequences.update((index,) for index, piece in enumerate(pieces) if piece and target in piece)
+    return [list(s) for s in sorted(sequences)]
+
+
+def clean_answer(text: str, stops, markers, cut_after: str | None) -> str:
+    if cut_after and cut_after in text:
+        text = text.split(cut_after, 1)[1]
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    for marker in markers:
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+def load_for_inference(args, backend):
+    from common import load_model
+
+    if backend == "vllm":
+        from vllm import LLM  # a separate environment: see requirements-gpu.txt
+
+        return LLM(model=args.model, enable_lora=bool(args.adapter), seed=args.seed), None
+    model, tokenizer = load_model(args.model, backend, args.load_in_4bit, padding_side="left")
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    return model, tokenizer
+
+
+def generate_batch(model, tokenizer, prompts: list[str], args, bad_words, stops) -> tuple[list[str], int]:
+    """Raw generated texts for a batch (left padding) and the number of new tokens."""
+    import torch
+
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    settings = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                    do_sample=args.do_sample, pad_token_id=tokenizer.pad_token_id,
+                    bad_words_ids=bad_words or None, stop_strings=list(stops) or None,
+                    tokenizer=tokenizer)
+    if args.do_sample:
+        settings.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    else:
+        settings.update(temperature=None, top_p=None, top_k=None)
+    with torch.no_grad():
+        output = model.generate(**encoded, **settings)
+    new = output[:, encoded.input_ids.shape[1]:]
+    lengths = [(row != tokenizer.pad_token_id).sum().item() for row in new]
+    return tokenizer.batch_decode(new, skip_special_tokens=True), sum(lengths)
+
+
+def write_outputs(path, tasks, answers: dict) -> None:
+    with atomic_open(path) as handle:
+        for task in tasks:
+            key = json.dumps(task["task_id"])
+            if key in answers:
+                handle.write(dumps_line({"task_id": task["task_id"], "input": task["input"],
+                                         "output": answers[key]}))
+
+
+def previous_answers(path, tasks) -> dict:
+    known = {json.dumps(t["task_id"]) for t in tasks}
+    answers = {}
+    if Path(path).exists():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                key = json.dumps(record["task_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            if key in known and isinstance(record.get("output"), str) and record["output"].strip():
+                answers[key] = record["output"]
+    return answers
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["validate"]:
+        return validate_main(argv[1:])
+    args = parse_args(argv)
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, set_seed
+
+    from common import check_model_path, resolve_backend
+    from prompts import TemplateError, load_template
+
+    start = time.perf_counter()
+    tasks = load_tasks(args.tasks)[: args.limit]
+    try:
+        template = load_template(template_for(args))
+    except TemplateError as err:
+        raise KitError(str(err)) from None
+    check_model_path(args.model)
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
+        raise KitError(f"{args.adapter}: no adapter_config.json (not a LoRA adapter folder)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+        context = args.context_length or getattr(AutoConfig.from_pretrained(args.model),
+                                                 "max_position_embeddings", 8192)
+    except OSError as err:
+        raise KitError(f"{args.model}: cannot load tokenizer/config ({err})") from None
+    prompts, fit_stats = build_prompts(args, tasks, template, tokenizer, context)
+    run_name = args.run_name or (Path(args.adapter).resolve().parent.name if args.adapter
+                                 else f"infer-{Path(args.model).name}")
+    run_dir = Path(args.results_dir) / run_name
+    if args.dry_run:
+        path = run_dir / "prompts.jsonl"
+        with atomic_open(path) as handle:
+            for task, prompt in zip(tasks, prompts):
+                handle.write(dumps_line({"task_id": task["task_id"], "prompt": prompt,
+                                         "prompt_tokens": len(tokenizer(prompt).input_ids)}))
+        print(f"dry run: {len(prompts)} prompts → {path} ({fit_stats})")
+        return {"prompts": str(path), **fit_stats}
+    answers = previous_answers(args.output, tasks) if args.resume else {}
+    todo = [i for i, t in enumerate(tasks) if json.dumps(t["task_id"]) not in answers]
+    print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
+    backend = resolve_backend(args.backend) if args.backend != "vllm" else "vllm"
+    set_seed(args.seed)
+    load_start = time.perf_counter()
+    model, model_tokenizer = load_for_inference(args, backend)
+    load_s = time.perf_counter() - load_start
+    stops = list(template.stop) + args.stop
+    latencies, new_tokens, generate_s = {}, 0, 0.0
+    if backend == "vllm":
+        texts, new_tokens, generate_s = generate_vllm(model, [prompts[i] for i in todo], args, stops)
+        for i, text in zip(todo, texts):
+            answers[json.dumps(tasks[i]["task_id"])] = clean_answer(text, stops, template.markers,
+                                                                    args.cut_after)
+        write_outputs(args.output, tasks, answers)
+    else:
+        from tqdm import tqdm
+
+        bad_words = banned_sequences(model_tokenizer, args.ban) if args.ban else []
+        order = sorted(todo, key=lambda i: -len(prompts[i]))  # similar lengths share a batch
+        with tqdm(total=len(order), desc="generate", unit="task") as bar:
+            for b in range(0, len(order), args.batch_size):
+                batch = order[b:b + args.batch_size]
+                tick = time.perf_counter()
+                texts, count = generate_batch(model, model_tokenizer, [prompts[i] for i in batch],
+                                              args, bad_words, stops)
+                elapsed = time.perf_counter() - tick
+                generate_s, new_tokens = generate_s + elapsed, new_tokens + count
+                for i, text in zip(batch, texts):
+                    key = json.dumps(tasks[i]["task_id"])
+                    answers[key] = clean_answer(text, stops, template.markers, args.cut_after)
+                    latencies[key] = elapsed / len(batch)
+                write_outputs(args.output, tasks, answers)  # a kill loses at most this batch
+                bar.update(len(batch))
+    if args.csv:
+        with atomic_open(args.csv) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["task_id", "input", "output"])
+            for task in tasks:
+                writer.writerow([task["task_id"], task["input"], answers[json.dumps(task["task_id"])]])
+    per_task = generate_s / max(1, len(todo))
+    projected = load_s + per_task * 100
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+            else __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20)
+    metrics = {"tasks": len(tasks), "generated": len(todo), "backend": backend,
+               "batch_size": args.batch_size, "load_s": round(load_s, 2),
+               "generate_s": round(generate_s, 2), "total_s": round(time.perf_counter() - start, 2),
+               "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(generate_s, 1e-9), 1),
+               "mean_task_latency_s": round(per_task, 3),
+               "task_latency_s": {k: round(v, 3) for k, v in latencies.items()},
+               "peak_memory_gb": round(peak, 3), "projected_100_tasks_s": round(projected, 1),
+               "projection_assumption": "load time + 100 × this run's mean per-task generation "
+                                        "time, on this machine and batch size; an L4 must be measured",
+               **fit_stats}
+    write_json(run_dir / "infer_metrics.json", metrics)
+    verdict = "within" if projected <= L4_BUDGET_S else "OVER"
+    print(f"{len(todo)} tasks in {generate_s:.1f} s ({metrics['tokens_per_s']} tokens/s); 100 tasks "
+          f"projected {projected:.0f} s here, {verdict} the {L4_BUDGET_S} s budget "
+          f"({metrics['projection_assumption']})")
+    problems = validate_output(args.tasks, args.output) if not args.limit else []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        raise KitError(f"{args.output}: {len(problems)} problem(s) found by the validator")
+    print(f"output: {Path(args.output).resolve()}")
+    return metrics
+
+
+def generate_vllm(llm, prompts, args, stops):
+    """vllm path (separate environment, untested on CPU): greedy or sampled, LoRA if given."""
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    params = SamplingParams(max_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                            temperature=args.temperature if args.do_sample else 0.0, top_p=args.top_p,
+                            top_k=args.top_k if args.do_sample else -1, stop=stops,
+                            bad_words=args.ban or None, seed=args.seed)
+    lora = LoRARequest("adapter", 1, args.adapter) if args.adapter else None
+    tick = time.perf_counter()
+    outputs = llm.generate(prompts, params, lora_request=lora)
+    elapsed = time.perf_counter() - tick
+    return ([o.outputs[0].text for o in outputs], sum(len(o.outputs[0].token_ids) for o in outputs),
+            elapsed)
+
+
+def validate_main(argv) -> list[str]:
+    parser = argparse.ArgumentParser(prog="infer.py validate",
+                                     description="check an output.jsonl against its task file")
+    parser.add_argument("--tasks", required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    problems = validate_output(args.tasks, args.output, LEAK_MARKERS)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise KitError(f"{args.output}: {len(problems)} problem(s)")
+    print(f"{args.output}: valid ({len(load_tasks(args.tasks))} tasks)")
+    return problems
+
+
+if __name__ == "__main__":
+    run_main(main)
