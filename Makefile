@@ -35,7 +35,11 @@ demo: install
 		--max_new_tokens 48 --ban "###" --ban "質問" --results_dir $(DEMO)/runs \
 		--output $(DEMO)/output.jsonl
 	$(RUN) infer.py validate --tasks data/sample_tasks.jsonl --output $(DEMO)/output.jsonl
-	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl"
+	$(RUN) quantize_push.py --model $(DEMO)/models/tiny-gemma2 \
+		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
+		--output $(DEMO)/models/tiny-gemma2-merged-bnb-4bit --overwrite
+	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl;" \
+		"merged 4-bit model with its model card in $(DEMO)/models/tiny-gemma2-merged-bnb-4bit"
 
 bench: install
 	$(RUN) bench/bench_filter.py

@@ -54,7 +54,51 @@ def tiny_gemma2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma2_base(tmp_path_factory) -> Path:
+    """The same without a chat template, as google/gemma-2-27b ships."""
+    from tiny_models import build_tiny_gemma2
+
+    return build_tiny_gemma2(tmp_path_factory.mktemp("models") / "tiny-gemma2-base", chat_template=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_colbert(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_colbert
 
     return build_tiny_colbert(tmp_path_factory.mktemp("models") / "tiny-colbert")
+
+
+class FakeHfApi:
+    """Stands in for huggingface_hub.HfApi at the Hub boundary and records what would be sent."""
+    token = "hf_secret_token_for_tests_123"
+    calls: list = []
+    fail_upload = False
+
+    def __init__(self, token=None):
+        FakeHfApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, **kwargs):
+        FakeHfApi.calls.append(("create_repo", repo_id, private))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        if FakeHfApi.fail_upload:
+            raise ConnectionError("simulated network failure")
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        FakeHfApi.calls.append(("upload_folder", repo_id, files))
+
+    @classmethod
+    def assert_token_not_leaked(cls, captured, folder: Path):
+        assert cls.token not in captured.out + captured.err
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".yaml", ".md", ".csv", ".txt", ".jinja"):
+                assert cls.token not in path.read_text(errors="ignore"), path
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import huggingface_hub
+
+    FakeHfApi.calls, FakeHfApi.fail_upload = [], False
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setenv("HF_TOKEN", FakeHfApi.token)
+    return FakeHfApi

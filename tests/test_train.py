@@ -238,38 +238,14 @@ def test_unsloth_backend_trains_on_gpu(tiny_gemma2, tmp_path):
     assert metrics["train_loss"][-1]["loss"] < metrics["train_loss"][0]["loss"]
 
 
-class FakeHfApi:
-    """Stands in for the Hub at huggingface_hub's boundary and records what would be sent."""
-    calls = []
-
-    def __init__(self, token=None):
-        FakeHfApi.calls.append(("init", token))
-
-    def create_repo(self, repo_id, exist_ok=False, private=False, **kwargs):
-        FakeHfApi.calls.append(("create_repo", repo_id, private))
-
-    def upload_folder(self, folder_path, repo_id, **kwargs):
-        files = sorted(p.name for p in train.Path(folder_path).iterdir())
-        FakeHfApi.calls.append(("upload_folder", repo_id, files))
-
-
-def test_push_adapter_sends_the_adapter_and_never_prints_the_token(tiny_gemma2, tmp_path,
-                                                                     monkeypatch, capsys):
-    import huggingface_hub
-
-    FakeHfApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_123")
+def test_push_adapter_sends_the_adapter_and_never_prints_the_token(tiny_gemma2, tmp_path, fake_hub,
+                                                                     capsys):
     train.main(base_args(tiny_gemma2, tmp_path, "--max_steps", "2", "--push_to_hub", "me/tiny-lora"))
-    assert FakeHfApi.calls[0] == ("init", "hf_secret_token_123")
-    assert FakeHfApi.calls[1] == ("create_repo", "me/tiny-lora", False)
-    assert FakeHfApi.calls[2][:2] == ("upload_folder", "me/tiny-lora")
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(FakeHfApi.calls[2][2])
-    out = capsys.readouterr()
-    assert "hf_secret_token_123" not in out.out + out.err
-    assert "hf_secret_token_123" not in "".join(
-        p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file() and p.suffix in
-        (".json", ".yaml", ".md", ".csv"))
+    assert fake_hub.calls[0] == ("init", fake_hub.token)
+    assert fake_hub.calls[1] == ("create_repo", "me/tiny-lora", False)
+    assert fake_hub.calls[2][:2] == ("upload_folder", "me/tiny-lora")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(fake_hub.calls[2][2])
+    fake_hub.assert_token_not_leaked(capsys.readouterr(), tmp_path)
 
 
 def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeypatch):
