@@ -67,6 +67,12 @@ class FilterConfig:
                 raise KitError(f"{where}: `{name}` must be a list of non-empty strings")
         if not all(isinstance(k, str) and k for k in config.replace):
             raise KitError(f"{where}: `replace` keys must be non-empty strings")
+        for name in ("rare_char_max_count", "second_pass_rare_char_max_count", "min_chars", "max_chars"):
+            value = getattr(config, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise KitError(f"{where}: `{name}` must be an integer or null (got {value!r})")
+        if not isinstance(config.min_language_percent, (int, float)) or not isinstance(config.dedup, bool):
+            raise KitError(f"{where}: `min_language_percent` must be a number and `dedup` true/false")
         config.replace = {k: "" if v is None else str(v) for k, v in config.replace.items()}
         return config
 
@@ -382,11 +388,12 @@ def main(argv=None) -> dict:
     report.update(records_in=len(pairs), extra_records=len(extras), records_out=len(kept),
                   elapsed_s=round(elapsed, 3), records_per_s=round(len(pairs) / elapsed, 1))
     write_json(f"{args.output}.report.json", report)
-    print(f"{'records in':<24}{len(pairs):>10}")
+    print(f"{'records in':<32}{len(pairs):>10}")
     for reason, count in report["dropped_by_reason"].items():
-        print(f"{'dropped: ' + reason:<24}{count:>10}")
-    print(f"{'bad lines / no text':<24}{report['bad_lines']:>5} /{report['records_without_text']:>3}")
-    print(f"{'records out':<24}{len(kept):>10}   ({len(extras)} extra)")
+        print(f"{'dropped: ' + reason:<32}{count:>10}")
+    print(f"{'skipped bad lines':<32}{report['bad_lines']:>10}")
+    print(f"{'skipped records without text':<32}{report['records_without_text']:>10}")
+    print(f"{'records out':<32}{len(kept):>10}   ({len(extras)} extra)")
     chars = " ".join(f"{c!r}:{n}" for c, n in report["top_dropped_characters"][:10])
     print(f"top dropped characters: {chars or '-'}")
     print(f"{elapsed:.2f} s, {len(pairs) / elapsed:,.0f} records/s → {args.output}")

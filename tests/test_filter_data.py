@@ -167,3 +167,10 @@ def test_help_is_instant_and_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--rare_char_max_count" in result.stdout
+
+
+def test_config_value_of_the_wrong_type_is_a_clear_error(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("rare_char_max_count: many\n", encoding="utf-8")
+    with pytest.raises(filter_data.KitError, match="`rare_char_max_count` must be an integer"):
+        filter_data.main(["--input", "x.jsonl", "--output", str(tmp_path / "o"), "--config", str(config)])

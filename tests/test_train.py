@@ -201,9 +201,11 @@ def test_overlong_examples_dropped_and_counted(tiny_gemma2, tmp_path):
     rows.append({"instruction": "長い質問です。", "response": "とても長い回答です。" * 200})
     long.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     kit, sft, explicit = train.parse(base_args(tiny_gemma2, tmp_path, "--overlong", "drop",
-                                               "--max_steps", "1") + ["--data_files", str(long)])
+                                               "--max_steps", "1", "--eval_file", DATA)
+                                     + ["--data_files", str(long)])
     trainer, _, _, counts = train.build_trainer(kit, sft, explicit)
     assert counts["train_overlong_dropped"] == 1 and len(trainer.train_dataset) == 6
+    assert len(trainer.eval_dataset) == 36 and trainer.args.eval_strategy == "steps"
 
 
 def test_runs_unchanged_under_accelerate_launch(tiny_gemma2, tmp_path):
@@ -252,3 +254,18 @@ def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeyp
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KitError, match="HF_TOKEN"):
         train.main(base_args(tiny_gemma2, tmp_path, "--push_to_hub", "me/tiny-lora"))
+
+
+@pytest.mark.parametrize("family,expected", [
+    ("phi", ["dense", "fc1", "fc2", "k_proj", "q_proj", "v_proj"]),
+    ("llama", ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]),
+])
+def test_default_targets_are_every_linear_projection(family, expected):
+    from transformers import LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalLM
+
+    from common import default_target_modules
+
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=4)
+    model = PhiForCausalLM(PhiConfig(**small)) if family == "phi" else LlamaForCausalLM(LlamaConfig(**small))
+    assert default_target_modules(model) == expected
