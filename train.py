@@ -55,7 +55,7 @@ class KitArguments:
 
 
 def parse(argv):
-    """(kit_args, sft_config, raw_config) with defaults < --config < flags."""
+    """(kit_args, sft_config, names set explicitly) with defaults < --config < flags."""
     from trl import SFTConfig, TrlParser
 
     argv = list(argv)
