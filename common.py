@@ -156,6 +156,22 @@ def pair_from_record(record: Any) -> tuple[str, str] | None:
     return instruction, response
 
 
+
+def read_pairs(path) -> list[dict]:
+    """{instruction, response, context} per record of a QA JSONL file (instruction/response or
+    input/output); a record missing either, or an empty file, is an error naming file and line."""
+    rows = []
+    for line_no, record in iter_jsonl(path):
+        pair = pair_from_record(record)
+        if pair is None or not pair[0].strip() or not pair[1].strip():
+            raise KitError(f"{path}:{line_no}: record needs a non-empty instruction/response "
+                           "(or input/output)")
+        context = record.get("context") if isinstance(record.get("context"), str) else None
+        rows.append({"instruction": pair[0], "response": pair[1], "context": context})
+    if not rows:
+        raise KitError(f"{path}: no records")
+    return rows
+
 # ---------------------------------------------------------------------------------------------
 # Model loading: unsloth on a CUDA GPU, transformers + peft + bitsandbytes elsewhere.
 # Heavy imports happen inside the functions, so scripts' --help never pays for them.

@@ -27,8 +27,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from common import (JSONL_ERRORS, KitError, check_keys, dumps_line, atomic_open, iter_jsonl, load_yaml,
-                    pair_from_record, run_main, write_json)
+from common import (KitError, check_keys, load_yaml, pair_from_record, read_pairs, run_main,
+                    write_json, write_jsonl)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"
 PARALLEL_MIN_RECORDS = 20_000  # below this, forking workers costs more than it saves
@@ -368,11 +368,7 @@ def main(argv=None) -> dict:
     pairs, counts = load_pairs(args.input, args.skip_bad_lines, args.workers, report)
     extras = []
     for extra in args.extra:
-        extra_pairs = [(f"{extra}:{n}", pair_from_record(row)) for n, row in iter_jsonl(extra)]
-        missing = [where for where, pair in extra_pairs if pair is None]
-        if missing:
-            raise KitError(f"{missing[0]}: record has no instruction/response or input/output")
-        extras.extend(pair for _, pair in extra_pairs)
+        extras.extend((row["instruction"], row["response"]) for row in read_pairs(extra))
     if args.filter_extra:
         pairs = pairs + [(None, pair) for pair in extras]
         counts.update(char_counts(extras))
@@ -381,9 +377,7 @@ def main(argv=None) -> dict:
     kept = filter_pairs([pair for _, pair in pairs], counts, config, args.workers, report)
     if not args.filter_extra:
         kept += extras
-    with atomic_open(args.output, errors=JSONL_ERRORS) as handle:
-        for instruction, response in kept:
-            handle.write(dumps_line({"instruction": instruction, "response": response}))
+    write_jsonl(args.output, ({"instruction": i, "response": r} for i, r in kept))
     elapsed = time.perf_counter() - start
     report.update(records_in=len(pairs), extra_records=len(extras), records_out=len(kept),
                   elapsed_s=round(elapsed, 3), records_per_s=round(len(pairs) / elapsed, 1))

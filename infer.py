@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import sys
 import time
 from pathlib import Path
 
-from common import KitError, atomic_open, dumps_line, load_yaml, run_main, write_json
+from common import KitError, atomic_open, load_yaml, run_main, write_json, write_jsonl
 from submission import LEAK_MARKERS, load_tasks, validate_output
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
@@ -212,12 +213,9 @@ def generate_batch(model, tokenizer, prompts: list[str], args, bad_words, stops)
 
 
 def write_outputs(path, tasks, answers: dict) -> None:
-    with atomic_open(path) as handle:
-        for task in tasks:
-            key = json.dumps(task["task_id"])
-            if key in answers:
-                handle.write(dumps_line({"task_id": task["task_id"], "input": task["input"],
-                                         "output": answers[key]}))
+    """The answers so far, in the task file's order, replacing the file atomically."""
+    write_jsonl(path, ({"task_id": t["task_id"], "input": t["input"], "output": answers[key]}
+                       for t in tasks if (key := json.dumps(t["task_id"])) in answers))
 
 
 def previous_answers(path, tasks) -> dict:
@@ -267,10 +265,9 @@ def main(argv=None):
     run_dir = Path(args.results_dir) / run_name
     if args.dry_run:
         path = run_dir / "prompts.jsonl"
-        with atomic_open(path) as handle:
-            for task, prompt in zip(tasks, prompts):
-                handle.write(dumps_line({"task_id": task["task_id"], "prompt": prompt,
-                                         "prompt_tokens": len(tokenizer(prompt).input_ids)}))
+        write_jsonl(path, ({"task_id": task["task_id"], "prompt": prompt,
+                            "prompt_tokens": len(tokenizer(prompt).input_ids)}
+                           for task, prompt in zip(tasks, prompts)))
         print(f"dry run: {len(prompts)} prompts → {path} ({fit_stats})")
         return {"prompts": str(path), **fit_stats}
     answers = previous_answers(args.output, tasks) if args.resume else {}
@@ -317,7 +314,7 @@ def main(argv=None):
     per_task = generate_s / max(1, len(todo))
     projected = load_s + per_task * 100
     peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
-            else __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20)
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)  # ru_maxrss in KiB
     metrics = {"tasks": len(tasks), "generated": len(todo), "backend": backend,
                "batch_size": args.batch_size, "load_s": round(load_s, 2),
                "generate_s": round(generate_s, 2), "total_s": round(time.perf_counter() - start, 2),

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from common import KitError, iter_jsonl, load_yaml, pair_from_record, run_main, write_json
+from common import KitError, load_yaml, read_pairs, run_main, write_json
 from results_table import update_trials_table
 
 # Fields of SFTConfig that are derived per run, not part of the recipe.
@@ -99,20 +99,7 @@ def run_name_for(kit, sft, explicit) -> str:
 def load_pairs(files: list[str]) -> list[dict]:
     if not files:
         raise KitError("no training data: pass --data_files FILE [FILE ...]")
-    rows = []
-    for name in files:
-        count = 0
-        for line_no, record in iter_jsonl(name):
-            pair = pair_from_record(record)
-            if pair is None or not pair[0].strip() or not pair[1].strip():
-                raise KitError(f"{name}:{line_no}: record needs a non-empty instruction/response "
-                               "(or input/output)")
-            rows.append({"instruction": pair[0], "response": pair[1],
-                         "context": record.get("context") if isinstance(record, dict) else None})
-            count += 1
-        if count == 0:
-            raise KitError(f"{name}: no records")
-    return rows
+    return [row for name in files for row in read_pairs(name)]
 
 
 def validate(kit, sft) -> None:

@@ -18,22 +18,14 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from common import KitError, iter_jsonl, pair_from_record
+from common import KitError, read_pairs
 
 RETRIEVERS = ("bm25", "colbert")
 
 
 def load_references(path) -> list[dict]:
     """[{input, output}] from JSONL with input/output or instruction/response."""
-    references = []
-    for line_no, record in iter_jsonl(path):
-        pair = pair_from_record(record)
-        if pair is None or not pair[0].strip():
-            raise KitError(f"{path}:{line_no}: reference needs input/output (or instruction/response)")
-        references.append({"input": pair[0], "output": pair[1]})
-    if not references:
-        raise KitError(f"{path}: no reference QAs")
-    return references
+    return [{"input": row["instruction"], "output": row["response"]} for row in read_pairs(path)]
 
 
 def char_ngrams(text: str) -> list[str]:

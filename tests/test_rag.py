@@ -70,7 +70,7 @@ def test_warns_when_checkpoint_is_not_hf_colbert(tiny_colbert, tmp_path):
 def test_reference_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "ref.jsonl"
     bad.write_text('{"input": "質問", "output": "回答"}\n{"question": "x"}\n', encoding="utf-8")
-    with pytest.raises(KitError, match=r"ref\.jsonl:2: reference needs"):
+    with pytest.raises(KitError, match=r"ref\.jsonl:2: record needs"):
         load_references(bad)
     with pytest.raises(KitError, match="needs --retriever_model"):
         make_retriever("colbert")
