@@ -218,6 +218,63 @@ def check_model_path(name: str) -> None:
         raise KitError(f"{name}: no such model directory")
 
 
+def model_load_kwargs(name: str) -> dict:
+    """from_pretrained kwargs every load shares: low CPU memory, the GPU when there is one (layers
+    spill to CPU RAM), and eager attention for gemma-2 (its logit softcapping needs it)."""
+    import torch
+    from transformers import AutoConfig
+
+    kwargs = {"low_cpu_mem_usage": True}
+    if torch.cuda.is_available():
+        kwargs["device_map"] = "auto"
+    try:
+        model_type = AutoConfig.from_pretrained(name).model_type
+    except OSError as err:
+        raise KitError(f"{name}: cannot load the model config ({err})") from None
+    if model_type.startswith("gemma2"):
+        kwargs["attn_implementation"] = "eager"
+    return kwargs
+
+
+def peak_memory() -> dict:
+    """{"peak_gpu_memory_gb": ...} on a GPU, else {"peak_cpu_memory_gb": ...} (this process)."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    # ru_maxrss is in KiB on Linux
+    return {"peak_cpu_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN, else a cached `huggingface-cli login`; never printed."""
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:
+        return None
+
+
+def push_folder(folder, repo: str, private: bool = False, retry_hint: str = "") -> None:
+    """create_repo + upload_folder; a failure leaves the folder as it is and says how to retry."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi(token=hub_token())
+        api.create_repo(repo, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload from llm2024-kit")
+    except Exception as err:
+        raise KitError(f"push to {repo} failed ({type(err).__name__}); {folder} is intact"
+                       + (f": retry with `{retry_hint}`" if retry_hint else "")) from None
+    print(f"pushed {folder} to https://huggingface.co/{repo}")
+
+
 def ensure_chat_template(tokenizer) -> bool:
     """Give a tokenizer without a chat template the gemma-2 turn format; True if it was added."""
     if getattr(tokenizer, "chat_template", None):
@@ -229,7 +286,7 @@ def ensure_chat_template(tokenizer) -> bool:
 
 
 def load_model(name: str, backend: str = "hf", load_in_4bit: bool = False, max_length: int = 2048,
-               dtype: str | None = None, padding_side: str = "right", for_training: bool = True):
+               dtype: str | None = None, padding_side: str = "right"):
     """(model, tokenizer) for exactly the model named, on the resolved backend."""
     import torch
 
@@ -249,21 +306,16 @@ def load_model(name: str, backend: str = "hf", load_in_4bit: bool = False, max_l
             raise KitError(f"unsloth loaded {resolved!r} instead of {name!r}; refusing the swap")
         tokenizer.padding_side = padding_side
     else:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        kwargs = {"dtype": getattr(torch, dtype), **model_load_kwargs(name)}
         try:
-            config = AutoConfig.from_pretrained(name)
             tokenizer = AutoTokenizer.from_pretrained(name, padding_side=padding_side)
         except OSError as err:
-            raise KitError(f"{name}: cannot load model config/tokenizer ({err})") from None
-        kwargs = {"dtype": getattr(torch, dtype), "low_cpu_mem_usage": True}
-        if config.model_type.startswith("gemma2"):
-            kwargs["attn_implementation"] = "eager"  # gemma-2's logit softcapping needs eager
+            raise KitError(f"{name}: cannot load the tokenizer ({err})") from None
         if load_in_4bit:
             kwargs["quantization_config"] = bnb_config(compute_dtype="bfloat16" if dtype == "bfloat16"
                                                        else "float32")
-        if torch.cuda.is_available():
-            kwargs["device_map"] = "auto"
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
         resolved = name
     print(f"model: {resolved} ({backend}, {'4-bit' if load_in_4bit else dtype})")

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
-from common import KitError, atomic_open, load_yaml, run_main, write_json, write_jsonl
+from common import KitError, atomic_open, load_yaml, peak_memory, run_main, write_json, write_jsonl
 from submission import LEAK_MARKERS, load_tasks, validate_output
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
@@ -238,7 +237,6 @@ def main(argv=None):
     if argv[:1] == ["validate"]:
         return validate_main(argv[1:])
     args = parse_args(argv)
-    import torch
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
     from common import check_model_path, resolve_backend
@@ -313,15 +311,13 @@ def main(argv=None):
                 writer.writerow([task["task_id"], task["input"], answers[json.dumps(task["task_id"])]])
     per_task = generate_s / max(1, len(todo))
     projected = load_s + per_task * 100
-    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)  # ru_maxrss in KiB
     metrics = {"tasks": len(tasks), "generated": len(todo), "backend": backend,
                "batch_size": args.batch_size, "load_s": round(load_s, 2),
                "generate_s": round(generate_s, 2), "total_s": round(time.perf_counter() - start, 2),
                "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(generate_s, 1e-9), 1),
                "mean_task_latency_s": round(per_task, 3),
                "task_latency_s": {k: round(v, 3) for k, v in latencies.items()},
-               "peak_memory_gb": round(peak, 3), "projected_100_tasks_s": round(projected, 1),
+               **peak_memory(), "projected_100_tasks_s": round(projected, 1),
                "projection_assumption": "load time + 100 × this run's mean per-task generation "
                                         "time, on this machine and batch size; an L4 must be measured",
                **fit_stats}

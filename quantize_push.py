@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import KitError, check_model_path, load_yaml, run_main
+from common import KitError, check_model_path, hub_token, load_yaml, peak_memory, push_folder, run_main
 
 ALLOWED_BASES = re.compile(r"^(google/gemma-2-(2b|9b|27b)|llm-jp/llm-jp-3-(1\.8b|3\.7b|13b))$")
 PREQUANTIZED = re.compile(r"(^unsloth/)|bnb-4bit|-4bit$|gptq|awq", re.IGNORECASE)
@@ -53,18 +53,6 @@ def parse_args(argv):
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--strict", action="store_true", help="refuse models the rules do not allow")
     return p.parse_args(argv)
-
-
-def hub_token() -> str | None:
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-
-        return get_token()
-    except Exception:
-        return None
 
 
 def check_rules(model: str, strict: bool) -> None:
@@ -126,17 +114,12 @@ def build(args, tmp: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from common import ensure_chat_template
+    from common import ensure_chat_template, model_load_kwargs
 
     report = {}
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     report["chat_template_added"] = ensure_chat_template(tokenizer)
-    load = {"low_cpu_mem_usage": True}
-    if torch.cuda.is_available():
-        load["device_map"] = "auto"  # spreads a 27B model over GPU and CPU memory
-    config = json.loads((Path(args.model) / "config.json").read_text()) if Path(args.model).is_dir() else {}
-    if str(config.get("model_type", args.model)).startswith("gemma2") or "gemma-2" in args.model:
-        load["attn_implementation"] = "eager"
+    load = model_load_kwargs(args.model)
     source = args.model
     if args.adapter:
         from peft import PeftModel
@@ -234,21 +217,10 @@ def model_card(args, report: dict) -> str:
 
 
 def push(folder: str, repo: str, private: bool) -> None:
-    from huggingface_hub import HfApi
-
-    try:
-        api = HfApi(token=hub_token())
-        api.create_repo(repo, private=private, exist_ok=True)
-        api.upload_folder(folder_path=folder, repo_id=repo, commit_message="Upload from llm2024-kit")
-    except Exception as err:
-        raise KitError(f"push to {repo} failed ({type(err).__name__}); {folder} is intact: retry "
-                       f"with `python quantize_push.py --push_only {folder} --push_to {repo}`") from None
-    print(f"pushed {folder} to https://huggingface.co/{repo}")
+    push_folder(folder, repo, private, f"python quantize_push.py --push_only {folder} --push_to {repo}")
 
 
 def main(argv=None) -> dict:
-    import resource
-
     args = parse_args(argv)
     check_inputs(args)
     if args.push_only:
@@ -270,11 +242,12 @@ def main(argv=None) -> dict:
         raise
     shutil.rmtree(final_output, ignore_errors=True)
     os.replace(staging, final_output)
-    report["peak_cpu_memory_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    report.update(peak_memory())
     report["elapsed_s"] = round(time.perf_counter() - start, 1)
     (Path(final_output) / "quantize_report.json").write_text(json.dumps(report, ensure_ascii=False,
                                                                         indent=2), encoding="utf-8")
-    print(f"saved {final_output} ({report['elapsed_s']} s, peak RAM {report['peak_cpu_memory_gb']} GB)")
+    peak = ", ".join(f"{k} {v}" for k, v in report.items() if k.startswith("peak_"))
+    print(f"saved {final_output} ({report['elapsed_s']} s, {peak})")
     if args.push_to:
         push(final_output, args.push_to, args.private)
     return report

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from common import KitError, load_yaml, read_pairs, run_main, write_json
+from common import KitError, atomic_open, hub_token, load_yaml, read_pairs, run_main, write_json
 from results_table import update_trials_table
 
 # Fields of SFTConfig that are derived per run, not part of the recipe.
@@ -114,8 +114,8 @@ def validate(kit, sft) -> None:
         load_template(kit.template)
     except TemplateError as err:
         raise KitError(str(err)) from None
-    if kit.push_adapter_to and not os.environ.get("HF_TOKEN"):
-        raise KitError("--push_to_hub needs HF_TOKEN in the environment")
+    if kit.push_adapter_to and not hub_token():
+        raise KitError("--push_to_hub needs HF_TOKEN in the environment (or `huggingface-cli login`)")
 
 
 def build_datasets(kit, sft, tokenizer, counts: dict):
@@ -133,10 +133,10 @@ def build_datasets(kit, sft, tokenizer, counts: dict):
         examples = [{"prompt": template.prompt(r["instruction"], context=r["context"]),
                      "completion": template.completion(r["response"])} for r in rows]
         lengths = [len(tokenizer(e["prompt"] + e["completion"]).input_ids) + 1 for e in examples]
-        long = [i for i, n in enumerate(lengths) if sft.max_length and n > sft.max_length]
+        long = {i for i, n in enumerate(lengths) if sft.max_length and n > sft.max_length}
         counts[f"{split}_overlong_{'dropped' if kit.overlong == 'drop' else 'truncated'}"] = len(long)
         if kit.overlong == "drop":
-            examples = [e for i, e in enumerate(examples) if i not in set(long)]
+            examples = [e for i, e in enumerate(examples) if i not in long]
         if not examples:
             raise KitError(f"no {split} examples left (all longer than max_length {sft.max_length})")
         counts[f"{split}_examples"] = len(examples)
@@ -213,7 +213,7 @@ def build_trainer(kit, sft, explicit):
     elif sft.eval_strategy == "no":
         sft.eval_strategy, sft.eval_steps = "steps", sft.eval_steps or sft.logging_steps
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "config.yaml", "w", encoding="utf-8") as handle:
+    with atomic_open(run_dir / "config.yaml") as handle:
         yaml.safe_dump(resolved_config(kit, sft), handle, allow_unicode=True, sort_keys=False)
     model, tokenizer = load_model(kit.model_name_or_path, backend, kit.load_in_4bit, sft.max_length or 2048)
     from transformers import set_seed
@@ -226,22 +226,24 @@ def build_trainer(kit, sft, explicit):
     return trainer, run_dir, backend, counts
 
 
-def resuming(sft) -> bool:
-    return sft.resume_from_checkpoint not in (None, "", "false", "False")
+def resuming(sft):
+    """What to hand trainer.train(resume_from_checkpoint=...): None, True (the latest) or a path."""
+    value = sft.resume_from_checkpoint
+    if value is None or str(value).lower() in ("", "false"):
+        return None
+    return True if str(value).lower() == "true" else value
 
 
 def train(kit, sft, explicit) -> dict:
     import torch
 
-    from common import package_versions
+    from common import package_versions, push_folder
 
     trainer, run_dir, backend, counts = build_trainer(kit, sft, explicit)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    resume = sft.resume_from_checkpoint
-    resume = True if str(resume).lower() == "true" else resume
-    result = trainer.train(resume_from_checkpoint=resume if resuming(sft) else None)
+    result = trainer.train(resume_from_checkpoint=resuming(sft))
     runtime = time.perf_counter() - start
     trainer.save_model(str(run_dir / "adapter"))
     trainer.processing_class.save_pretrained(run_dir / "adapter")
@@ -253,25 +255,19 @@ def train(kit, sft, explicit) -> dict:
     plot_losses(metrics, run_dir / "loss.png")
     update_trials_table(kit.results_dir)
     if kit.push_adapter_to:
-        push_adapter(run_dir / "adapter", kit.push_adapter_to)
+        push_folder(run_dir / "adapter", kit.push_adapter_to)
     print(f"run {run_dir.name}: final train loss {metrics['final_train_loss']}, best eval loss "
           f"{metrics['best_eval_loss']}, {metrics['train_tokens_per_s']} tokens/s → {run_dir}")
     return metrics
 
 
 def collect_metrics(trainer, result, runtime, backend, counts, versions) -> dict:
-    import resource
-
-    import torch
+    from common import peak_memory
 
     history = trainer.state.log_history
     train_loss = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h]
     eval_loss = [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h]
     tokens = trainer.state.num_input_tokens_seen
-    if torch.cuda.is_available():
-        peak = {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
-    else:  # ru_maxrss is in KiB on Linux
-        peak = {"peak_cpu_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
     return {"backend": backend, "train_loss": train_loss, "eval_loss": eval_loss,
             "final_train_loss": train_loss[-1]["loss"] if train_loss else None,
             "mean_train_loss": round(result.training_loss, 6),
@@ -279,7 +275,7 @@ def collect_metrics(trainer, result, runtime, backend, counts, versions) -> dict
             "last_eval_loss": eval_loss[-1]["loss"] if eval_loss else None,
             "global_step": trainer.state.global_step, "runtime_s": round(runtime, 2),
             "train_tokens": int(tokens), "train_tokens_per_s": round(tokens / runtime, 1),
-            **peak, **counts, "versions": versions}
+            **peak_memory(), **counts, "versions": versions}
 
 
 def plot_losses(metrics: dict, path: Path) -> None:
@@ -300,18 +296,6 @@ def plot_losses(metrics: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def push_adapter(folder: Path, repo: str) -> None:
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise KitError("--push_to_hub needs HF_TOKEN in the environment")
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload LoRA adapter")
-    print(f"pushed adapter to https://huggingface.co/{repo}")
 
 
 def sweep(argv: list[str]) -> list[dict]:
