@@ -71,34 +71,39 @@ def template_for(args) -> str:
     return "alpaca_ja"
 
 
-def build_prompts(args, tasks, template, tokenizer, context_length) -> tuple[list[str], dict]:
-    """Few-shot prompts that fit the context with room for max_new_tokens; drop stats."""
+def build_prompts(args, tasks, template, tokenizer, context_length):
+    """(prompts, their token counts, drop stats): few-shot prompts that fit the context with
+    room for max_new_tokens."""
     from rag import load_references, make_retriever
 
     examples = [[] for _ in tasks]
     if args.reference and args.k > 0:
         references = load_references(args.reference)
-        retriever = make_retriever(args.retriever or ("colbert" if args.retriever_model else "bm25"),
-                                   args.retriever_model, Path(args.results_dir) / ".cache" / "rag")
+        retriever = make_retriever(args.retriever, args.retriever_model,
+                                   Path(args.results_dir) / ".cache" / "rag")
         retriever.index([r["input"] for r in references])
         for i, task in enumerate(tasks):
             hits = retriever.search(task["input"], args.k)
             examples[i] = [references[index] for index, _ in reversed(hits)]  # most similar last
-    prompts, dropped, tasks_shortened = [], 0, 0
+    prompts, lengths, dropped, tasks_shortened = [], [], 0, 0
     budget = context_length - args.max_new_tokens
     for task, shots in zip(tasks, examples):
-        prompt = template.prompt(task["input"], examples=shots)
         before = len(shots)
-        while shots and len(tokenizer(prompt).input_ids) > budget:
-            shots = shots[1:]  # the least similar example goes first
+        while True:
             prompt = template.prompt(task["input"], examples=shots)
-        if len(tokenizer(prompt).input_ids) > budget:
+            length = len(tokenizer(prompt).input_ids)
+            if length <= budget or not shots:
+                break
+            shots = shots[1:]  # the least similar example goes first
+        if length > budget:
             raise KitError(f"{args.tasks}:{task['line']}: task {task['task_id']!r} does not fit "
                            f"{context_length} tokens with max_new_tokens {args.max_new_tokens}")
         dropped += before - len(shots)
         tasks_shortened += before > len(shots)
         prompts.append(prompt)
-    return prompts, {"examples_dropped_to_fit": dropped, "tasks_with_examples_dropped": tasks_shortened}
+        lengths.append(length)
+    stats = {"examples_dropped_to_fit": dropped, "tasks_with_examples_dropped": tasks_shortened}
+    return prompts, lengths, stats
 
 
 def token_bytes(tokenizer) -> list[bytes | None]:
@@ -257,15 +262,14 @@ def main(argv=None):
                                                  "max_position_embeddings", 8192)
     except OSError as err:
         raise KitError(f"{args.model}: cannot load tokenizer/config ({err})") from None
-    prompts, fit_stats = build_prompts(args, tasks, template, tokenizer, context)
+    prompts, prompt_tokens, fit_stats = build_prompts(args, tasks, template, tokenizer, context)
     run_name = args.run_name or (Path(args.adapter).resolve().parent.name if args.adapter
                                  else f"infer-{Path(args.model).name}")
     run_dir = Path(args.results_dir) / run_name
     if args.dry_run:
         path = run_dir / "prompts.jsonl"
-        write_jsonl(path, ({"task_id": task["task_id"], "prompt": prompt,
-                            "prompt_tokens": len(tokenizer(prompt).input_ids)}
-                           for task, prompt in zip(tasks, prompts)))
+        write_jsonl(path, ({"task_id": task["task_id"], "prompt": prompt, "prompt_tokens": n}
+                           for task, prompt, n in zip(tasks, prompts, prompt_tokens)))
         print(f"dry run: {len(prompts)} prompts → {path} ({fit_stats})")
         return {"prompts": str(path), **fit_stats}
     answers = previous_answers(args.output, tasks) if args.resume else {}

@@ -107,7 +107,9 @@ class ColBERTRetriever:
         return [(int(hit["id"]), float(hit["score"])) for hit in ranked[:k]]
 
 
-def make_retriever(kind: str, model: str | None = None, cache_dir=None):
+def make_retriever(kind: str | None, model: str | None = None, cache_dir=None):
+    """kind None: colbert when a model is given, else bm25."""
+    kind = kind or ("colbert" if model else "bm25")
     if kind == "bm25":
         return BM25Retriever()
     if kind == "colbert":

@@ -23,8 +23,7 @@ def main(argv=None):
     parser.add_argument("--cache_dir", default=".cache/rag")
     args = parser.parse_args(argv)
     references = load_references(args.reference)
-    retriever = make_retriever(args.retriever or ("colbert" if args.model else "bm25"), args.model,
-                               args.cache_dir)
+    retriever = make_retriever(args.retriever, args.model, args.cache_dir)
     retriever.index([r["input"] for r in references])
     for rank, (index, score) in enumerate(retriever.search(args.query, args.k), 1):
         print(json.dumps({"rank": rank, "score": round(score, 4), **references[index]},
