@@ -23,7 +23,7 @@ test: install
 
 # The whole pipeline on the bundled tiny setup: every stage's real code, tiny random weights.
 demo: install
-	$(RUN) tiny_models.py --out $(DEMO)/models
+	$(RUN) -m kit.tiny --out $(DEMO)/models
 	$(RUN) filter_data.py --input data/sample_magpie.jsonl --output $(DEMO)/filtered.jsonl \
 		--rare_char_max_count -1 --second_pass_rare_char_max_count -1
 	$(RUN) train.py --config configs/tiny_cpu.yaml --results_dir $(DEMO)/runs --val_size 4 \

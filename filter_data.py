@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from common import (KitError, check_keys, load_yaml, pair_from_record, read_pairs, run_main,
+from kit.io import (KitError, check_keys, load_yaml, pair_from_record, read_pairs, run_main,
                     write_json, write_jsonl)
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"

@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import KitError, atomic_open, load_yaml, peak_memory, run_main, write_json, write_jsonl
-from submission import LEAK_MARKERS, load_tasks, validate_output
+from kit.generation import Sampling, banned_sequences, clean_answer, generate_batch
+from kit.io import KitError, atomic_open, load_yaml, run_main, write_json, write_jsonl
+from kit.models import peak_memory
+from kit.tasks import LEAK_MARKERS, load_tasks, validate_output
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
 
@@ -106,116 +108,6 @@ def build_prompts(args, tasks, template, tokenizer, context_length):
     return prompts, lengths, stats
 
 
-def token_bytes(tokenizer) -> list[bytes | None]:
-    """The bytes each vocabulary id spells (None for special tokens): byte-level BPE pieces
-    through GPT-2's byte alphabet, sentencepiece pieces with ▁ as a space and <0xNN> bytes."""
-    vocab = tokenizer.get_vocab()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    byte_level = backend is not None and type(backend.decoder).__name__ == "ByteLevel"
-    byte_of = _bytelevel_table() if byte_level else {}
-    special = set(tokenizer.all_special_ids)
-    result = [None] * (max(vocab.values()) + 1)
-    for piece, index in vocab.items():
-        if index in special:
-            continue
-        if byte_level:
-            result[index] = bytes(byte_of[c] for c in piece if c in byte_of)
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            result[index] = bytes([int(piece[3:5], 16)])
-        else:
-            result[index] = piece.replace("\u2581", " ").encode("utf-8")
-    return result
-
-
-def _bytelevel_table() -> dict:
-    """GPT-2's printable stand-ins for the 256 byte values, inverted."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    stand_ins, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            stand_ins[chr(byte)] = byte
-        else:
-            stand_ins[chr(256 + extra)] = byte
-            extra += 1
-    return stand_ins
-
-
-def banned_sequences(tokenizer, banned: list[str], limit: int = 512) -> list[list[int]]:
-    """Every token sequence that spells a banned string (alone, or after a space or newline),
-    and every single token that contains one."""
-    pieces = token_bytes(tokenizer)
-    by_first = {}
-    for index, piece in enumerate(pieces):
-        if piece:
-            by_first.setdefault(piece[0], []).append((index, piece))
-    sequences = set()
-    for word in banned:
-        target = word.encode("utf-8")
-        for variant in (target, b" " + target, b"\n" + target):
-            stack = [(0, ())]
-            while stack and len(sequences) < limit * len(banned):
-                position, prefix = stack.pop()
-                if position == len(variant):
-                    sequences.add(prefix)
-                    continue
-                for index, piece in by_first.get(variant[position], ()):
-                    if variant.startswith(piece, position):
-                        stack.append((position + len(piece), prefix + (index,)))
-        sequences.update((index,) for index, piece in enumerate(pieces) if piece and target in piece)
-    return [list(s) for s in sorted(sequences)]
-
-
-def clean_answer(text: str, stops, markers, cut_after: str | None) -> str:
-    if cut_after and cut_after in text:
-        text = text.split(cut_after, 1)[1]
-    for stop in stops:
-        text = text.split(stop, 1)[0]
-    for marker in markers:
-        text = text.replace(marker, "")
-    return text.strip()
-
-
-def load_for_inference(args, backend):
-    from common import load_model
-
-    if backend == "vllm":
-        from vllm import LLM  # a separate environment: see requirements-gpu.txt
-
-        return LLM(model=args.model, enable_lora=bool(args.adapter), seed=args.seed), None
-    model, tokenizer = load_model(args.model, backend, args.load_in_4bit, padding_side="left")
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    return model, tokenizer
-
-
-def generate_batch(model, tokenizer, prompts: list[str], args, bad_words, stops) -> tuple[list[str], int]:
-    """Raw generated texts for a batch (left padding) and the number of new tokens."""
-    import torch
-
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    settings = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                    do_sample=args.do_sample, pad_token_id=tokenizer.pad_token_id,
-                    bad_words_ids=bad_words or None, stop_strings=list(stops) or None,
-                    tokenizer=tokenizer)
-    if args.do_sample:
-        settings.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
-    else:
-        settings.update(temperature=None, top_p=None, top_k=None)
-    with torch.no_grad():
-        output = model.generate(**encoded, **settings)
-    new = output[:, encoded.input_ids.shape[1]:]
-    lengths = [(row != tokenizer.pad_token_id).sum().item() for row in new]
-    return tokenizer.batch_decode(new, skip_special_tokens=True), sum(lengths)
-
-
 def write_outputs(path, tasks, answers: dict) -> None:
     """The answers so far, in the task file's order, replacing the file atomically."""
     write_jsonl(path, ({"task_id": t["task_id"], "input": t["input"], "output": answers[key]}
@@ -244,7 +136,7 @@ def main(argv=None):
     args = parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
-    from common import check_model_path, resolve_backend
+    from kit.models import check_model_path, resolve_backend
     from prompts import TemplateError, load_template
 
     start = time.perf_counter()
@@ -278,9 +170,18 @@ def main(argv=None):
     backend = resolve_backend(args.backend) if args.backend != "vllm" else "vllm"
     set_seed(args.seed)
     load_start = time.perf_counter()
-    model, model_tokenizer = load_for_inference(args, backend)
+    if backend == "vllm":
+        from vllm import LLM
+
+        model = LLM(model=args.model, enable_lora=bool(args.adapter), seed=args.seed)
+    else:
+        from kit.models import load_for_generation
+
+        model, model_tokenizer = load_for_generation(args.model, args.adapter, backend,
+                                                     args.load_in_4bit)
     load_s = time.perf_counter() - load_start
     stops = list(template.stop) + args.stop
+    sampling = Sampling.from_args(args)
     latencies, new_tokens, generate_s = {}, 0, 0.0
     if backend == "vllm":
         texts, new_tokens, generate_s = generate_vllm(model, [prompts[i] for i in todo], args, stops)
@@ -297,13 +198,15 @@ def main(argv=None):
             for b in range(0, len(order), args.batch_size):
                 batch = order[b:b + args.batch_size]
                 tick = time.perf_counter()
-                texts, count = generate_batch(model, model_tokenizer, [prompts[i] for i in batch],
-                                              args, bad_words, stops)
+                generations = generate_batch(model, model_tokenizer, [prompts[i] for i in batch],
+                                             sampling, bad_words, stops)
                 elapsed = time.perf_counter() - tick
-                generate_s, new_tokens = generate_s + elapsed, new_tokens + count
-                for i, text in zip(batch, texts):
+                generate_s += elapsed
+                new_tokens += sum(g.new_tokens for g in generations)
+                for i, generation in zip(batch, generations):
                     key = json.dumps(tasks[i]["task_id"])
-                    answers[key] = clean_answer(text, stops, template.markers, args.cut_after)
+                    answers[key] = clean_answer(generation.text, stops, template.markers,
+                                                args.cut_after)
                     latencies[key] = elapsed / len(batch)
                 write_outputs(args.output, tasks, answers)  # a kill loses at most this batch
                 bar.update(len(batch))

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import KitError, check_model_path, hub_token, load_yaml, peak_memory, push_folder, run_main
+from kit.io import KitError, load_yaml, run_main
+from kit.models import check_model_path, hub_token, peak_memory, push_folder
 
 ALLOWED_BASES = re.compile(r"^(google/gemma-2-(2b|9b|27b)|llm-jp/llm-jp-3-(1\.8b|3\.7b|13b))$")
 PREQUANTIZED = re.compile(r"(^unsloth/)|bnb-4bit|-4bit$|gptq|awq", re.IGNORECASE)
@@ -97,7 +98,7 @@ def check_inputs(args) -> None:
 
 
 def quantization_config(args):
-    from common import bnb_config
+    from kit.models import bnb_config
 
     return bnb_config(args.compute_dtype, args.quant_type, args.double_quant)
 
@@ -115,7 +116,7 @@ def build(args, tmp: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from common import ensure_chat_template, model_load_kwargs
+    from kit.models import ensure_chat_template, model_load_kwargs
 
     report, expected = {}, None
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from common import KitError, atomic_open, hub_token, load_yaml, read_pairs, run_main, write_json
-from results_table import update_trials_table
+from kit.io import KitError, atomic_open, load_yaml, read_pairs, run_main, write_json
+from kit.models import hub_token
+from kit.trials import update_trials_table
 
 # Fields of SFTConfig that are derived per run, not part of the recipe.
 DERIVED = {"output_dir", "logging_dir", "hub_token", "push_to_hub_token", "run_name",
@@ -189,7 +190,7 @@ def build_trainer(kit, sft, explicit):
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from common import add_lora, check_model_path, load_model, resolve_backend
+    from kit.models import add_lora, check_model_path, load_model, resolve_backend
 
     validate(kit, sft)
     run_name = run_name_for(kit, sft, explicit)
@@ -237,7 +238,7 @@ def resuming(sft):
 def train(kit, sft, explicit) -> dict:
     import torch
 
-    from common import package_versions, push_folder
+    from kit.models import package_versions, push_folder
 
     trainer, run_dir, backend, counts = build_trainer(kit, sft, explicit)
     if torch.cuda.is_available():
@@ -262,7 +263,7 @@ def train(kit, sft, explicit) -> dict:
 
 
 def collect_metrics(trainer, result, runtime, backend, counts, versions) -> dict:
-    from common import peak_memory
+    from kit.models import peak_memory
 
     history = trainer.state.log_history
     train_loss = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h]

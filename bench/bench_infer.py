@@ -26,10 +26,11 @@ def main():
     import torch
 
     torch.set_num_threads(1)
-    import infer
+    from kit.generation import Sampling, generate_batch
+    from kit.models import load_for_generation
+    from kit.tiny import build_tiny_gemma2
     from prompts import load_template
     from rag import load_references, make_retriever
-    from tiny_models import build_tiny_gemma2
 
     references = load_references(ROOT / "data" / "sample_reference_qa.jsonl")
     template = load_template("alpaca_ja")
@@ -38,22 +39,20 @@ def main():
                for i in range(args.prompts)]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_gemma2(Path(tmp) / "tiny-gemma2")
-        gen_args = infer.parse_args(["--model", str(model_dir), "--tasks", "-", "--max_new_tokens",
-                                     str(args.max_new_tokens), "--repetition_penalty", "1.0"])
-        model, tokenizer = infer.load_for_inference(gen_args, "hf")
-        infer.generate_batch(model, tokenizer, prompts[:2], gen_args, [], [])  # warm-up
+        sampling = Sampling(max_new_tokens=args.max_new_tokens)
+        model, tokenizer = load_for_generation(str(model_dir))
+        generate_batch(model, tokenizer, prompts[:2], sampling)  # warm-up
         start = time.perf_counter()
-        sequential = [infer.generate_batch(model, tokenizer, [p], gen_args, [], [])[0][0]
-                      for p in prompts]
+        sequential = [generate_batch(model, tokenizer, [p], sampling)[0].text for p in prompts]
         sequential_s = time.perf_counter() - start
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         batched = [None] * len(prompts)
         start = time.perf_counter()
         for b in range(0, len(order), args.batch_size):
             chunk = order[b:b + args.batch_size]
-            texts, _ = infer.generate_batch(model, tokenizer, [prompts[i] for i in chunk], gen_args, [], [])
-            for i, text in zip(chunk, texts):
-                batched[i] = text
+            generations = generate_batch(model, tokenizer, [prompts[i] for i in chunk], sampling)
+            for i, generation in zip(chunk, generations):
+                batched[i] = generation.text
         batched_s = time.perf_counter() - start
     retriever = make_retriever("bm25")
     documents = [r["input"] + r["output"] for r in references]

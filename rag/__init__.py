@@ -18,7 +18,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from common import KitError, read_pairs
+from kit.io import KitError, read_pairs
 
 RETRIEVERS = ("bm25", "colbert")
 

@@ -8,7 +8,7 @@ Prints one JSON line per hit, best first: {"rank", "score", "input", "output"}.
 import argparse
 import json
 
-from common import run_main
+from kit.io import run_main
 from rag import RETRIEVERS, load_references, make_retriever
 
 

@@ -48,7 +48,7 @@ def _one_thread():
 def tiny_gemma2(tmp_path_factory) -> Path:
     """A 2-layer Gemma-2 with a locally trained tokenizer, saved and reloadable through
     AutoModelForCausalLM/AutoTokenizer; like the base gemma-2 it has no chat template."""
-    from tiny_models import build_tiny_gemma2
+    from kit.tiny import build_tiny_gemma2
 
     return build_tiny_gemma2(tmp_path_factory.mktemp("models") / "tiny-gemma2")
 
@@ -56,16 +56,29 @@ def tiny_gemma2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gemma2_base(tmp_path_factory) -> Path:
     """The same without a chat template, as google/gemma-2-27b ships."""
-    from tiny_models import build_tiny_gemma2
+    from kit.tiny import build_tiny_gemma2
 
     return build_tiny_gemma2(tmp_path_factory.mktemp("models") / "tiny-gemma2-base", chat_template=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_colbert(tmp_path_factory) -> Path:
-    from tiny_models import build_tiny_colbert
+    from kit.tiny import build_tiny_colbert
 
     return build_tiny_colbert(tmp_path_factory.mktemp("models") / "tiny-colbert")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_gemma2, tmp_path_factory):
+    """The demo recipe's adapter: trained enough for the tiny model to answer in text."""
+    results = tmp_path_factory.mktemp("runs")
+    import train
+
+    metrics = train.main(["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path",
+                          str(tiny_gemma2), "--data_files", str(ROOT / "data" / "sample_reference_qa.jsonl"),
+                          "--results_dir", str(results),
+                          "--report_to", "none"])
+    return results / metrics["run"] / "adapter"
 
 
 class FakeHfApi:

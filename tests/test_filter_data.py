@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 import filter_data
-from corpus import make_corpus, write_corpus
-from reference_filter import reference_filter
+from kit.filter_oracle import make_corpus, reference_filter, write_corpus
 
 ROOT = filter_data.Path(filter_data.__file__).parent
 SHIPPED = yaml.safe_load((ROOT / "configs" / "filter_ja.yaml").read_text(encoding="utf-8"))

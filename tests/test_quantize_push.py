@@ -6,7 +6,7 @@ import pytest
 
 import quantize_push
 import train
-from common import KitError
+from kit.io import KitError
 
 ROOT = quantize_push.Path(quantize_push.__file__).parent
 

@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from common import KitError
+from kit.io import KitError
 from rag import char_ngrams, load_references, make_retriever
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

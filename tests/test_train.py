@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 import train
-from common import KitError
+from kit.io import KitError
 from prompts import load_template
 
 ROOT = train.Path(train.__file__).parent
@@ -172,7 +172,7 @@ def test_wandb_offline_writes_run_files(tiny_gemma2, tmp_path, monkeypatch):
     (["--max_length", "20"], "shorter than the 'alpaca_ja' prompt template"),
 ])
 def test_bad_input_fails_before_model_load(tiny_gemma2, tmp_path, change, message, monkeypatch):
-    import common
+    from kit import models as common
 
     monkeypatch.setattr(common, "load_model", lambda *a, **k: pytest.fail("model was loaded"))
     with pytest.raises(KitError, match=message):
@@ -254,18 +254,3 @@ def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeyp
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KitError, match="HF_TOKEN"):
         train.main(base_args(tiny_gemma2, tmp_path, "--push_to_hub", "me/tiny-lora"))
-
-
-@pytest.mark.parametrize("family,expected", [
-    ("phi", ["dense", "fc1", "fc2", "k_proj", "q_proj", "v_proj"]),
-    ("llama", ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]),
-])
-def test_default_targets_are_every_linear_projection(family, expected):
-    from transformers import LlamaConfig, LlamaForCausalLM, PhiConfig, PhiForCausalLM
-
-    from common import default_target_modules
-
-    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                 num_attention_heads=4)
-    model = PhiForCausalLM(PhiConfig(**small)) if family == "phi" else LlamaForCausalLM(LlamaConfig(**small))
-    assert default_target_modules(model) == expected
