@@ -66,7 +66,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_open(path) as handle:
+    with atomic_open(path, errors=JSONL_ERRORS) as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=2)
         handle.write("\n")
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kit.io import KitError, atomic_open, iter_jsonl, pair_from_record, write_jsonl
+from kit.io import KitError, atomic_open, iter_jsonl, pair_from_record, write_json, write_jsonl
 
 
 def test_iter_jsonl_bom_blank_lines_and_bad_line(tmp_path):
@@ -30,6 +30,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 def test_lone_surrogate_round_trips(tmp_path):
     write_jsonl(tmp_path / "s.jsonl", [{"text": "a\ud800b"}])
     assert json.loads((tmp_path / "s.jsonl").read_text(encoding="utf-8"))["text"] == "a\ud800b"
+    # the filter's report lists dropped characters, surrogates among them
+    write_json(tmp_path / "report.json", {"top_dropped_characters": [["\ud800", 15]]})
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["top_dropped_characters"] == [["\ud800", 15]]
 
 
 def test_pair_from_record_shapes():
