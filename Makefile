@@ -35,15 +35,23 @@ demo: install
 		--max_new_tokens 48 --ban "###" --ban "質問" --results_dir $(DEMO)/runs \
 		--output $(DEMO)/output.jsonl
 	$(RUN) infer.py validate --tasks data/sample_tasks.jsonl --output $(DEMO)/output.jsonl
+	$(RUN) infer.py --model $(DEMO)/models/tiny-gemma2 \
+		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
+		--tasks data/dev_tasks.jsonl --reference data/sample_reference_qa.jsonl --k 3 \
+		--max_new_tokens 48 --results_dir $(DEMO)/runs \
+		--output $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/dev_output.jsonl --judge configs/judge_tiny.yaml
+	$(RUN) -m kit.trials $(DEMO)/runs
 	$(RUN) quantize_push.py --model $(DEMO)/models/tiny-gemma2 \
 		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
 		--output $(DEMO)/models/tiny-gemma2-merged-bnb-4bit --overwrite
-	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl;" \
-		"merged 4-bit model with its model card in $(DEMO)/models/tiny-gemma2-merged-bnb-4bit"
+	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl; the run scored on the dev" \
+		"tasks in $(DEMO)/runs/TRIALS.md; merged 4-bit model with its model card in" \
+		"$(DEMO)/models/tiny-gemma2-merged-bnb-4bit"
 
 bench: install
 	$(RUN) bench/bench_filter.py
 	$(RUN) bench/bench_infer.py
+	$(RUN) bench/bench_judge.py
 
 # Resolve requirements.txt + requirements-gpu.txt for Linux x86_64 from package metadata alone.
 # unidic-lite ships only an sdist (pip can't use one for another platform); it is dependency-free

@@ -29,17 +29,13 @@ from pathlib import Path
 
 from kit.io import (KitError, check_keys, load_yaml, pair_from_record, read_pairs, run_main,
                     write_json, write_jsonl)
+from kit.text import cld2_languages
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"
 PARALLEL_MIN_RECORDS = 20_000  # below this, forking workers costs more than it saves
 CHUNK_RECORDS = 2_000  # records per task handed to a worker
 REASONS = ("ng_word", "instruction_ng_word", "rare_char", "empty", "language", "detection_error",
            "length", "duplicate", "rare_char_second_pass")
-# Every code point that makes pycld2 raise (found by trying all 0x110000): C0/C1 controls other
-# than tab/newline/CR/FF, lone surrogates, and the Unicode noncharacters (U+FDD0-U+FDEF and the
-# last two of each plane). They are removed for detection only; the stored text keeps them.
-CLD2_UNSAFE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
-                         + "".join(f"\\U{p:04x}fffe\\U{p:04x}ffff" for p in range(17)) + "]")
 
 
 @dataclass
@@ -77,19 +73,9 @@ class FilterConfig:
         return config
 
 
-def sanitize_for_cld2(text: str) -> str:
-    return CLD2_UNSAFE.sub("", text)
-
-
 def language_ok(text: str, languages, min_percent) -> bool:
     """True when pycld2 reports one of `languages` at >= min_percent (raises pycld2.error)."""
-    import pycld2
-
-    try:
-        details = pycld2.detect(text)[2]
-    except (pycld2.error, ValueError):  # ValueError: surrogates cannot be encoded
-        details = pycld2.detect(sanitize_for_cld2(text))[2]
-    return any(code in languages and percent >= min_percent for _, code, percent, _ in details)
+    return any(code in languages and percent >= min_percent for code, percent in cld2_languages(text))
 
 
 def char_counts(pairs) -> Counter:

@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from kit.generation import Sampling, banned_sequences, clean_answer, generate_batch
+from kit.generation import Generation, Sampling, banned_sequences, clean_answer, generate_batch
 from kit.io import KitError, atomic_open, load_yaml, run_main, write_json, write_jsonl
 from kit.models import peak_memory
 from kit.tasks import LEAK_MARKERS, load_tasks, validate_output
+from rag import load_references
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
 
@@ -60,6 +61,8 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--results_dir", default="results")
     p.add_argument("--run_name", help="default: the adapter's run, else infer-<model>")
+    p.add_argument("--judge", metavar="CONFIG", help="score the answers with judge.py's settings "
+                   "from this YAML when the task file has reference outputs")
     return p.parse_args(argv)
 
 
@@ -73,14 +76,13 @@ def template_for(args) -> str:
     return "alpaca_ja"
 
 
-def build_prompts(args, tasks, template, tokenizer, context_length):
+def build_prompts(args, tasks, references, template, tokenizer, context_length):
     """(prompts, their token counts, drop stats): few-shot prompts that fit the context with
     room for max_new_tokens."""
-    from rag import load_references, make_retriever
+    from rag import make_retriever
 
     examples = [[] for _ in tasks]
-    if args.reference and args.k > 0:
-        references = load_references(args.reference)
+    if references and args.k > 0:
         retriever = make_retriever(args.retriever, args.retriever_model,
                                    Path(args.results_dir) / ".cache" / "rag")
         retriever.index([r["input"] for r in references])
@@ -108,25 +110,38 @@ def build_prompts(args, tasks, template, tokenizer, context_length):
     return prompts, lengths, stats
 
 
+def task_keys(tasks) -> list[str]:
+    return [json.dumps(t["task_id"]) for t in tasks]
+
+
 def write_outputs(path, tasks, answers: dict) -> None:
     """The answers so far, in the task file's order, replacing the file atomically."""
     write_jsonl(path, ({"task_id": t["task_id"], "input": t["input"], "output": answers[key]}
-                       for t in tasks if (key := json.dumps(t["task_id"])) in answers))
+                       for t, key in zip(tasks, task_keys(tasks)) if key in answers))
 
 
-def previous_answers(path, tasks) -> dict:
-    known = {json.dumps(t["task_id"]) for t in tasks}
-    answers = {}
+def previous_records(path, tasks) -> dict:
+    """{task key: record} from a file this script wrote earlier, for tasks still in the task file;
+    unreadable lines are ignored (they are answered again)."""
+    known = set(task_keys(tasks))
+    records = {}
     if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
+        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
                 key = json.dumps(record["task_id"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
-            if key in known and isinstance(record.get("output"), str) and record["output"].strip():
-                answers[key] = record["output"]
-    return answers
+            if key in known:
+                records[key] = record
+    return records
+
+
+def previous_answers(path, tasks) -> dict:
+    """Answers kept by --resume: non-empty, and given for the task's current input."""
+    inputs = {key: t["input"] for t, key in zip(tasks, task_keys(tasks))}
+    return {key: r["output"] for key, r in previous_records(path, tasks).items()
+            if isinstance(r.get("output"), str) and r["output"].strip() and r.get("input") == inputs[key]}
 
 
 def main(argv=None):
@@ -154,7 +169,15 @@ def main(argv=None):
                                                  "max_position_embeddings", 8192)
     except OSError as err:
         raise KitError(f"{args.model}: cannot load tokenizer/config ({err})") from None
-    prompts, prompt_tokens, fit_stats = build_prompts(args, tasks, template, tokenizer, context)
+    judge_settings = None
+    if args.judge:
+        from kit.judging import JudgeSettings
+
+        judge_settings = JudgeSettings.from_mapping(load_yaml(args.judge), args.judge, ignore=vars(args))
+    references = load_references(args.reference) if args.reference else []
+    overlaps = check_overlaps(args, tasks, references)
+    prompts, prompt_tokens, fit_stats = build_prompts(args, tasks, references, template, tokenizer,
+                                                      context)
     run_name = args.run_name or (Path(args.adapter).resolve().parent.name if args.adapter
                                  else f"infer-{Path(args.model).name}")
     run_dir = Path(args.results_dir) / run_name
@@ -165,6 +188,9 @@ def main(argv=None):
         print(f"dry run: {len(prompts)} prompts → {path} ({fit_stats})")
         return {"prompts": str(path), **fit_stats}
     answers = previous_answers(args.output, tasks) if args.resume else {}
+    sidecar = run_dir / "generations.jsonl"
+    generation_info = {key: r for key, r in previous_records(sidecar, tasks).items()
+                       if key in answers} if args.resume else {}
     todo = [i for i, t in enumerate(tasks) if json.dumps(t["task_id"]) not in answers]
     print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
     backend = resolve_backend(args.backend) if args.backend != "vllm" else "vllm"
@@ -182,13 +208,22 @@ def main(argv=None):
     load_s = time.perf_counter() - load_start
     stops = list(template.stop) + args.stop
     sampling = Sampling.from_args(args)
-    latencies, new_tokens, generate_s = {}, 0, 0.0
+    new_tokens, generate_s = 0, 0.0
+
+    def record(i, generation, batch_latency_s):
+        key = json.dumps(tasks[i]["task_id"])
+        answers[key] = clean_answer(generation.text, stops, template.markers, args.cut_after)
+        generation_info[key] = {"task_id": tasks[i]["task_id"], "new_tokens": generation.new_tokens,
+                                "stop_reason": generation.stop_reason,
+                                "batch_mean_latency_s": round(batch_latency_s, 3)}
+
     if backend == "vllm":
-        texts, new_tokens, generate_s = generate_vllm(model, [prompts[i] for i in todo], args, stops)
-        for i, text in zip(todo, texts):
-            answers[json.dumps(tasks[i]["task_id"])] = clean_answer(text, stops, template.markers,
-                                                                    args.cut_after)
+        generations, generate_s = generate_vllm(model, [prompts[i] for i in todo], args, stops)
+        new_tokens = sum(g.new_tokens for g in generations)
+        for i, generation in zip(todo, generations):
+            record(i, generation, generate_s / max(1, len(todo)))
         write_outputs(args.output, tasks, answers)
+        write_jsonl(sidecar, (generation_info[k] for k in task_keys(tasks) if k in generation_info))
     else:
         from tqdm import tqdm
 
@@ -204,11 +239,10 @@ def main(argv=None):
                 generate_s += elapsed
                 new_tokens += sum(g.new_tokens for g in generations)
                 for i, generation in zip(batch, generations):
-                    key = json.dumps(tasks[i]["task_id"])
-                    answers[key] = clean_answer(generation.text, stops, template.markers,
-                                                args.cut_after)
-                    latencies[key] = elapsed / len(batch)
+                    record(i, generation, elapsed / len(batch))
                 write_outputs(args.output, tasks, answers)  # a kill loses at most this batch
+                write_jsonl(sidecar, (generation_info[k] for k in task_keys(tasks)
+                                      if k in generation_info))
                 bar.update(len(batch))
     if args.csv:
         with atomic_open(args.csv) as handle:
@@ -223,23 +257,86 @@ def main(argv=None):
                "generate_s": round(generate_s, 2), "total_s": round(time.perf_counter() - start, 2),
                "new_tokens": new_tokens, "tokens_per_s": round(new_tokens / max(generate_s, 1e-9), 1),
                "mean_task_latency_s": round(per_task, 3),
-               "task_latency_s": {k: round(v, 3) for k, v in latencies.items()},
+               "truncated_at_max_new_tokens": sum(g["stop_reason"] == "length"
+                                                  for g in generation_info.values()),
                **peak_memory(), "projected_100_tasks_s": round(projected, 1),
                "projection_assumption": "load time + 100 × this run's mean per-task generation "
                                         "time, on this machine and batch size; an L4 must be measured",
-               **fit_stats}
+               **fit_stats, "task_overlaps": overlaps}
     write_json(run_dir / "infer_metrics.json", metrics)
     verdict = "within" if projected <= L4_BUDGET_S else "OVER"
     print(f"{len(todo)} tasks in {generate_s:.1f} s ({metrics['tokens_per_s']} tokens/s); 100 tasks "
           f"projected {projected:.0f} s here, {verdict} the {L4_BUDGET_S} s budget "
           f"({metrics['projection_assumption']})")
     problems = validate_output(args.tasks, args.output) if not args.limit else []
+    if judge_settings is not None:  # a dev run: the rubric scores an empty answer 1, so score it
+        empty = [p for p in problems if p.endswith("`output` must be a non-empty string")]
+        problems = [p for p in problems if p not in empty]
+        if empty:
+            print(f"warning: {len(empty)} empty answer(s); the judge scores them 1 (a submission "
+                  "with them would be invalid)", file=sys.stderr)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         raise KitError(f"{args.output}: {len(problems)} problem(s) found by the validator")
     print(f"output: {Path(args.output).resolve()}")
+    if judge_settings is not None:
+        if all(t.get("output") for t in tasks):
+            from kit.judging import score_answers
+
+            summary = score_answers(args.output, tasks, judge_settings, run_dir, tasks_label=args.tasks)
+            metrics["score"], metrics["ci95"] = summary["score"], summary["ci95"]
+            print(f"score {summary['score']} (95% interval {summary['ci95']}) over {summary['n']} "
+                  f"tasks → {run_dir / 'score.json'}")
+            log_score_to_wandb(run_dir, summary)
+        else:
+            print(f"warning: {args.tasks} has no reference outputs; --judge skipped", file=sys.stderr)
     return metrics
+
+
+def check_overlaps(args, tasks, references) -> list[dict]:
+    """Rules guard: a few-shot reference or training record that repeats a task's input (a long
+    shared span) means the task file leaked into development, which the rules forbid."""
+    from kit.io import read_pairs
+    from kit.tasks import OVERLAP_CHARS, find_overlaps
+
+    sources = [(f"{args.reference} record {i + 1}", r["input"] + "\n" + r["output"])
+               for i, r in enumerate(references)]
+    run_config = Path(args.adapter).parent / "config.yaml" if args.adapter else None
+    if run_config is not None and run_config.exists():
+        for name in load_yaml(run_config).get("data_files") or []:
+            if Path(name).is_file():
+                sources += [(f"{name} record {i + 1}", r["instruction"] + "\n" + r["response"])
+                            for i, r in enumerate(read_pairs(name))]
+    overlaps = find_overlaps(tasks, sources)
+    for hit in overlaps[:5]:
+        print(f"warning: task {hit['task_id']!r} shares {OVERLAP_CHARS}+ characters (or its whole "
+              f"input) with "
+              f"{hit['source']} ({hit['text']}...): using the task file in development is "
+              "forbidden", file=sys.stderr)
+    if len(overlaps) > 5:
+        print(f"warning: {len(overlaps)} overlaps in all (infer_metrics.json lists them)", file=sys.stderr)
+    return overlaps
+
+
+def log_score_to_wandb(run_dir: Path, summary: dict) -> None:
+    """Add the score to the training run's wandb run when it logged to one (offline-safe)."""
+    import os
+
+    runs = sorted((run_dir / "wandb").glob("*run-*")) if (run_dir / "wandb").is_dir() else []
+    if not runs or os.environ.get("WANDB_MODE") == "disabled":
+        return
+    import wandb
+
+    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    mode = "online" if os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "offline" \
+        else "offline"
+    run = wandb.init(id=run_id, resume="allow", dir=str(run_dir), mode=mode,
+                     project=os.environ.get("WANDB_PROJECT", "llm2024-kit"))
+    run.summary.update({"judge/score": summary["score"], "judge/ci95_low": (summary["ci95"] or [None])[0],
+                        "judge/ci95_high": (summary["ci95"] or [None, None])[1],
+                        "judge/prompt_hash": summary["prompt_hash"]})
+    run.finish()
 
 
 def generate_vllm(llm, prompts, args, stops):
@@ -255,8 +352,12 @@ def generate_vllm(llm, prompts, args, stops):
     tick = time.perf_counter()
     outputs = llm.generate(prompts, params, lora_request=lora)
     elapsed = time.perf_counter() - tick
-    return ([o.outputs[0].text for o in outputs], sum(len(o.outputs[0].token_ids) for o in outputs),
-            elapsed)
+    # vllm: finish_reason "length" at max_tokens; stop_reason is the stop string that ended it,
+    # an int (EOS id) or None
+    return [Generation(o.outputs[0].text, len(o.outputs[0].token_ids),
+                       "length" if o.outputs[0].finish_reason == "length" else
+                       "stop_string" if isinstance(o.outputs[0].stop_reason, str) else "eos")
+            for o in outputs], elapsed
 
 
 def validate_main(argv) -> list[str]:

@@ -300,18 +300,35 @@ def plot_losses(metrics: dict, path: Path) -> None:
 
 
 def sweep(argv: list[str]) -> list[dict]:
-    """One subprocess per trial of the grid; finished trials are skipped, failures recorded."""
+    """One subprocess per trial of the grid; finished trials are skipped, failures recorded and
+    the sweep goes on (exit status 1 at the end). With --score CONFIG each trained adapter is
+    answered on CONFIG's dev tasks by infer.py and scored by the judge, once per inference
+    setting in the grid (grid keys that are not training options, e.g. k=0,10,20)."""
+    argv = list(argv)
+    score_config = None
+    if "--score" in argv:
+        i = argv.index("--score")
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise KitError("--score takes a judge/infer config file (YAML)")
+        score_config = argv[i + 1]
+        del argv[i:i + 2]
     start = argv.index("--sweep")
     end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
     specs, base = argv[start + 1:end], argv[:start] + argv[end:]
-    axes = []
+    training_keys = training_option_names()
+    train_axes, infer_axes = [], []
     for spec in specs:
         key, _, values = spec.partition("=")
-        if not values:
+        if not values or not all(values.split(",")):
             raise KitError(f"--sweep takes key=v1,v2 (got {spec!r})")
-        axes.append([(key, v) for v in values.split(",")])
+        axis = [(key, v) for v in values.split(",")]
+        (train_axes if key in training_keys else infer_axes).append(axis)
+    if infer_axes and not score_config:
+        unknown = ", ".join(axis[0][0] for axis in infer_axes)
+        raise KitError(f"--sweep: {unknown} is not a training option (inference keys need --score CONFIG)")
+    infer_flags = score_flags(score_config) if score_config else []
     trials = []
-    for combo in itertools.product(*axes):
+    for combo in itertools.product(*train_axes):
         trial_argv = base + [x for key, value in combo for x in (f"--{key}", value)]
         kit, sft, explicit = parse(trial_argv)
         name = run_name_for(kit, sft, explicit)
@@ -320,31 +337,95 @@ def sweep(argv: list[str]) -> list[dict]:
         if extra:
             name = "-".join([name, *extra])
             trial_argv += ["--run_name", name]
-        trials.append((name, trial_argv, Path(kit.results_dir)))
-    outcomes = []
-    for index, (name, trial_argv, results_dir) in enumerate(trials, 1):
+        trials.append((name, trial_argv, kit))
+    variants = [list(combo) for combo in itertools.product(*infer_axes)]
+    outcomes, overwrite = [], "--overwrite" in base
+    for index, (name, trial_argv, kit) in enumerate(trials, 1):
+        results_dir = Path(kit.results_dir)
         run_dir = results_dir / name
-        if (run_dir / "metrics.json").exists() and "--overwrite" not in trial_argv:
-            print(f"[{index}/{len(trials)}] {name}: already complete, skipped")
-            outcomes.append({"run": name, "status": "skipped"})
-            continue
-        print(f"[{index}/{len(trials)}] {name}")
-        process = subprocess.run([sys.executable, str(Path(__file__).resolve()), *trial_argv],
-                                 stderr=subprocess.PIPE, text=True)
-        if process.returncode != 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            error = process.stderr.strip().splitlines()[-1:] or ["(no message)"]
-            write_json(run_dir / "failed.json", {"run": name, "returncode": process.returncode,
-                                                 "error": error[0], "argv": trial_argv})
-            print(f"[{index}/{len(trials)}] {name}: FAILED ({error[0]}); continuing", file=sys.stderr)
-            outcomes.append({"run": name, "status": "failed"})
+        label = f"[{index}/{len(trials)}] {name}"
+        if (run_dir / "metrics.json").exists() and not overwrite:
+            print(f"{label}: already trained, skipped")
+            status = "skipped"
         else:
-            (run_dir / "failed.json").unlink(missing_ok=True)
-            outcomes.append({"run": name, "status": "ok"})
-    results_dir = trials[0][2] if trials else Path("results")
-    table = update_trials_table(results_dir)
+            print(label)
+            status = run_logged([sys.executable, str(Path(__file__).resolve()), *trial_argv],
+                                run_dir, "train.log", label)
+        outcomes.append({"run": name, "status": status})
+        if score_config and status != "failed":
+            for variant in variants:
+                setting = "-".join(f"{k}{v}" for k, v in variant)
+                out_dir = run_dir / "infer" / setting if setting else run_dir
+                if (out_dir / "score.json").exists() and not overwrite:
+                    print(f"{label} {setting or 'default inference'}: already scored, skipped")
+                    continue
+                command = [sys.executable, str(Path(__file__).with_name("infer.py")),
+                           "--model", kit.model_name_or_path, "--adapter", str(run_dir / "adapter"),
+                           "--results_dir", str(results_dir),
+                           "--run_name", str(out_dir.relative_to(results_dir)),
+                           "--output", str(out_dir / "output.jsonl"), "--judge", score_config,
+                           *infer_flags, *[f"--{k}={v}" for k, v in variant]]
+                result = run_logged(command, out_dir, "infer.log", f"{label} {setting or 'infer'}",
+                                    inference=setting)
+                outcomes.append({"run": name, "inference": setting, "status": result})
+    table = update_trials_table(Path(trials[0][2].results_dir) if trials else Path("results"))
     print(table)
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    if failed:
+        raise KitError(f"{len(failed)} of {len(outcomes)} sweep step(s) failed: "
+                       f"{', '.join(o['run'] + ('/' + o['inference'] if o.get('inference') else '') for o in failed)}"
+                       " (see failed.json and the .log files)")
     return outcomes
+
+
+def training_option_names() -> set:
+    from trl import SFTConfig
+
+    return {f.name for f in fields(KitArguments)} | {f.name for f in fields(SFTConfig)}
+
+
+def score_flags(config_path: str) -> list[str]:
+    """infer.py flags from a --score config's infer keys (judge keys are read by infer.py itself)."""
+    from kit.judging import JudgeSettings
+
+    config = load_yaml(config_path)
+    judge_keys = {f.name for f in fields(JudgeSettings)}
+    flags = []
+    for key, value in config.items():
+        if key in judge_keys:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if item is True:
+                flags.append(f"--{key}")
+            elif item not in (False, None):
+                flags.append(f"--{key}={item}")  # `=`: a value like "---" is not read as a flag
+    if "tasks" not in config:
+        raise KitError(f"{config_path}: a --score config needs `tasks` (dev tasks with reference outputs)")
+    return flags
+
+
+def run_logged(command: list[str], log_dir: Path, log_name: str, label: str, inference: str = "") -> str:
+    """Run a child, streaming its output here and into log_dir/log_name; "ok" or "failed" (with
+    failed.json holding its last line)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    last = ""
+    with open(log_dir / log_name, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace")
+        for line in process.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+            if line.strip() and "%|" not in line:  # progress bars are not the message
+                last = line.strip()
+        process.wait()
+    failed_file = log_dir / "failed.json"
+    if process.returncode != 0:
+        write_json(failed_file, {"returncode": process.returncode, "error": last or "(no message)",
+                                 "inference": inference, "argv": command[2:]})
+        print(f"{label}: FAILED ({last}); continuing", file=sys.stderr)
+        return "failed"
+    failed_file.unlink(missing_ok=True)
+    return "ok"
 
 
 def main(argv=None):

@@ -12,26 +12,64 @@ LEAK_MARKERS = ("### 質問", "### 回答", "### 指示", "### Instruction", "##
                 "<start_of_turn>", "<end_of_turn>", "質問・文章をよく読んで")
 
 
-def load_tasks(path) -> list[dict]:
-    """Tasks with `task_id` and `input`, in file order, each with `line` (where it starts).
+TASK_FIELDS = ("input", "output", "eval_aspect")  # output/eval_aspect: reference answer, grading notes
 
-    Accepts one record per line and records broken over several lines (lines are accumulated
-    until the text ends with `}` and parses, as the organisers' loader did; raw newlines inside
-    strings are kept), a UTF-8 BOM and blank lines.
+
+def load_tasks(path) -> list[dict]:
+    """Tasks with `task_id` and `input` (plus `output`/`eval_aspect` where the file has them), in
+    file order, each with `line` (where it starts).
+
+    JSONL (elyza-tasks-100-TV_0.jsonl), CSV, parquet, or a Hub dataset name (split `test`, as
+    elyza/ELYZA-tasks-100). Rows without `task_id` are numbered from 0 in file order, so the
+    public ELYZA-tasks-100 (which has none) is answered and judged under the same ids.
+    JSONL records may be broken over several lines (lines are accumulated until the text ends
+    with `}` and parses, as the organisers' loader did); a UTF-8 BOM and blank lines are fine.
     """
     path = Path(path)
+    if path.suffix.lower() in (".csv", ".parquet") or (not path.exists() and _looks_like_hub(str(path))):
+        rows = _table_rows(path)
+    else:
+        rows = _jsonl_rows(path)
+    tasks, seen = [], {}
+    with_id = sum("task_id" in record for _, record in rows)
+    if with_id not in (0, len(rows)):
+        first = next(line for line, record in rows if "task_id" not in record)
+        raise KitError(f"{path}:{first}: record has no `task_id` while others do")
+    for number, (line, record) in enumerate(rows):
+        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
+            raise KitError(f"{path}:{line}: task record needs a string `input`")
+        task_id = record["task_id"] if with_id else number
+        key = json.dumps(task_id)
+        if key in seen:
+            raise KitError(f"{path}:{line}: duplicate task_id {task_id!r} (first at line {seen[key]})")
+        seen[key] = line
+        task = {"task_id": task_id, "line": line}
+        task.update({k: record[k] for k in TASK_FIELDS if isinstance(record.get(k), str)})
+        tasks.append(task)
+    if not tasks:
+        raise KitError(f"{path}: no tasks")
+    return tasks
+
+
+def _looks_like_hub(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise KitError(f"{path}: no such task file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise KitError(f"{path}: not UTF-8 ({err})") from None
-    tasks, buffer, start, seen = [], [], 0, {}
+    rows, buffer, start = [], [], 0
     for line_no, line in enumerate(text.splitlines(), 1):
         if not buffer and not line.strip():
             continue
         if not buffer:
             start = line_no
+            if line.lstrip().startswith("["):
+                raise KitError(f"{path}:{line_no}: a JSON array, not JSONL (one object per line)")
         buffer.append(line)
         joined = "\n".join(buffer)
         if not joined.rstrip().endswith("}"):
@@ -41,25 +79,63 @@ def load_tasks(path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a `}` inside a string at the end of a line: keep accumulating
         buffer = []
-        if not isinstance(record, dict) or not isinstance(record.get("input"), str):
-            raise KitError(f"{path}:{start}: task record needs a string `input`")
-        if "task_id" not in record:
-            raise KitError(f"{path}:{start}: task record needs a `task_id`")
-        key = json.dumps(record["task_id"])
-        if key in seen:
-            raise KitError(f"{path}:{start}: duplicate task_id {record['task_id']!r} "
-                           f"(first at line {seen[key]})")
-        seen[key] = start
-        tasks.append({"task_id": record["task_id"], "input": record["input"], "line": start})
+        rows.append((start, record))
     if buffer:
         try:
             json.loads("\n".join(buffer), strict=False)
         except json.JSONDecodeError as err:
             raise KitError(f"{path}:{start}: record is not valid JSON ({err.msg})") from None
         raise KitError(f"{path}:{start}: record never closes with `}}`")
-    if not tasks:
-        raise KitError(f"{path}: no tasks")
-    return tasks
+    return rows
+
+
+def _table_rows(path: Path) -> list[tuple[int, dict]]:
+    """CSV rows (line = the file line of the row), parquet rows or a Hub dataset's test split
+    (line = row number + 1)."""
+    if path.suffix.lower() == ".csv":
+        import csv
+
+        if not path.is_file():
+            raise KitError(f"{path}: no such task file")
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle)
+                rows = []
+                for record in reader:
+                    rows.append((reader.line_num, _clean_row(record)))
+                return rows
+        except UnicodeDecodeError as err:
+            raise KitError(f"{path}: not UTF-8 ({err})") from None
+        except csv.Error as err:
+            raise KitError(f"{path}: not valid CSV ({err})") from None
+    if path.suffix.lower() == ".parquet":
+        import pyarrow
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            raise KitError(f"{path}: no such task file")
+        try:
+            records = pq.read_table(path).to_pylist()
+        except (pyarrow.ArrowException, OSError) as err:
+            raise KitError(f"{path}: not a readable parquet file ({err})") from None
+    else:
+        try:
+            import datasets
+
+            records = list(datasets.load_dataset(str(path), split="test"))
+        except Exception as err:  # offline, unknown name, no test split: all the user's to fix
+            raise KitError(f"{path}: cannot load the Hub dataset ({type(err).__name__}: {err})") from None
+    return [(i + 1, _clean_row(record)) for i, record in enumerate(records)]
+
+
+def _clean_row(record: dict) -> dict:
+    """Table cells: None for empty, task_id as int where it is one."""
+    row = {k: v for k, v in record.items() if k is not None and v is not None}
+    if isinstance(row.get("task_id"), str) and row["task_id"].strip().lstrip("-").isdigit():
+        row["task_id"] = int(row["task_id"])
+    elif row.get("task_id") == "":
+        row.pop("task_id")
+    return row
 
 
 def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
@@ -110,3 +186,44 @@ def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
     if len(seen) != len(tasks) and not missing:
         problems.append(f"{output_path}: {len(seen)} answers for {len(tasks)} tasks")
     return problems
+
+
+OVERLAP_CHARS = 40  # a shared span this long (after NFKC, whitespace removed) counts as a repeat
+
+
+def _normalized(text: str) -> str:
+    import unicodedata
+
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def find_overlaps(tasks: list[dict], texts, span: int = OVERLAP_CHARS, shortest: int = 20) -> list[dict]:
+    """Tasks whose input shares a span of >= `span` characters (the whole input, for a task shorter
+    than that but at least `shortest` long) with one of `texts`, an iterable of (source, text)
+    such as few-shot references or training records; one hit per task and source.
+
+    Every window of half that length of each task is indexed; the texts are read at a stride of
+    the shortest window, which finds every such span (a 100 MB corpus takes seconds).
+    """
+    index = {}  # window length → {window text: task_id}
+    for task in tasks:
+        text = _normalized(task["input"])
+        if len(text) < shortest:
+            continue
+        window = min(span, len(text)) // 2
+        windows = index.setdefault(window, {})
+        for i in range(len(text) - window + 1):
+            windows.setdefault(text[i:i + window], task["task_id"])
+    if not index:
+        return []
+    stride = min(index)
+    hits, seen = [], set()
+    for source, text in texts:
+        text = _normalized(text)
+        for i in range(0, len(text) - stride + 1, stride):
+            for window, windows in index.items():
+                task_id = windows.get(text[i:i + window])
+                if task_id is not None and (task_id, source) not in seen:
+                    seen.add((task_id, source))
+                    hits.append({"task_id": task_id, "source": source, "text": text[i:i + window]})
+    return hits

@@ -1,4 +1,5 @@
-"""Render a record into prompt text: one home for the templates train.py and infer.py share.
+"""Render a record into prompt text: one home for every text a model sees (training and inference
+templates, the judge's rubric).
 
     from prompts import load_template
     template = load_template("alpaca_ja")
@@ -62,3 +63,40 @@ def load_template(name: str) -> PromptTemplate:
                           stop=tuple(entry.get("stop", ())), markers=tuple(entry.get("markers", ())),
                           description=entry.get("description", ""),
                           _jinja=environment.from_string(source))
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """A grading prompt (prompts/<name>.jinja), versioned by the hash of its source."""
+    name: str
+    source: str
+    _jinja: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.source.encode("utf-8")).hexdigest()[:12]
+
+    def render(self, question: str, reference: str, eval_aspect: str, answer: str,
+               mode: str = "digit") -> str:
+        return self._jinja.render(question=question, reference=reference, eval_aspect=eval_aspect,
+                                  answer=answer, mode=mode)
+
+
+def load_judge_prompt(name: str = "judge_elyza") -> JudgePrompt:
+    import jinja2
+
+    path = HERE / f"{name}.jinja"
+    if not name.startswith("judge_") or not path.exists():
+        known = sorted(p.stem for p in HERE.glob("judge_*.jinja"))
+        raise TemplateError(f"unknown judge prompt {name!r}; known: {', '.join(known)}")
+    source = path.read_text(encoding="utf-8")
+    environment = jinja2.Environment(keep_trailing_newline=False, undefined=jinja2.StrictUndefined)
+    return JudgePrompt(name=name, source=source, _jinja=environment.from_string(source))
+
+
+def refusal_phrases() -> list[str]:
+    """Phrases of an over-cautious refusal (the rubric scores those 2), one a line."""
+    lines = (HERE / "refusal_phrases.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]

@@ -43,7 +43,9 @@ def test_end_to_end_output_passes_validator(tiny_gemma2, tiny_adapter, tiny_colb
     assert metrics["tokens_per_s"] > 0 and metrics["projected_100_tasks_s"] > 0
     saved = json.loads((tmp_path / "results" / tiny_adapter.parent.name
                                    / "infer_metrics.json").read_text())
-    assert len(saved["task_latency_s"]) == len(tasks) and "projection_assumption" in saved
+    assert saved["mean_task_latency_s"] > 0 and "projection_assumption" in saved
+    generations = read(tmp_path / "results" / tiny_adapter.parent.name / "generations.jsonl")
+    assert len(generations) == len(tasks) and all(g["batch_mean_latency_s"] > 0 for g in generations)
     assert (tmp_path / "o.csv").read_text(encoding="utf-8").startswith("task_id,input,output")
 
 
@@ -120,3 +122,44 @@ def test_bad_adapter_and_template_fail_before_loading(tiny_gemma2, tmp_path, mon
         infer.main(infer_args(tiny_gemma2, tmp_path, tmp_path / "o.jsonl"))
     with pytest.raises(KitError, match="unknown prompt template"):
         infer.main(infer_args(tiny_gemma2, tmp_path, tmp_path / "o.jsonl", "--template", "nope"))
+
+
+def test_judge_flag_scores_the_run_and_records_generations(tiny_gemma2, tiny_adapter, tmp_path):
+    config = tmp_path / "judge.yaml"
+    config.write_text(f"judge_backend: hf\njudge_model: {tiny_gemma2}\ncache_dir: {tmp_path / 'cache'}\n",
+                      encoding="utf-8")
+    out = tmp_path / "output.jsonl"
+    dev = str(ROOT / "data" / "dev_tasks.jsonl")
+    args = infer_args(tiny_gemma2, tiny_adapter, out, "--judge", str(config))
+    args[args.index("--tasks") + 1] = dev
+    metrics = infer.main(args)
+    run_dir = tmp_path / "results" / tiny_adapter.parent.name
+    score = json.loads((run_dir / "score.json").read_text(encoding="utf-8"))
+    assert 1 <= score["score"] <= 5 and score["n"] == 10 and metrics["score"] == score["score"]
+    generations = read(run_dir / "generations.jsonl")
+    assert [g["task_id"] for g in generations] == list(range(10))
+    assert all(g["stop_reason"] in ("eos", "stop_string", "length") and 0 < g["new_tokens"] <= 24
+               for g in generations)
+    truncated = sum(g["stop_reason"] == "length" for g in generations)
+    assert metrics["truncated_at_max_new_tokens"] == truncated == score["flag_counts"].get("truncated", 0)
+    assert [r["task_id"] for r in read(out)] == list(range(10))  # output.jsonl stays task_id/input/output
+    assert set(read(out)[0]) == {"task_id", "input", "output"}
+    config.write_text("judge_backend: hf\njudge_modle: x\n", encoding="utf-8")
+    with pytest.raises(KitError, match="judge_modle \\(did you mean judge_mode, judge_model"):
+        infer.main(args)
+
+
+def test_reference_repeating_a_task_is_reported(tiny_gemma2, tiny_adapter, tmp_path, capsys):
+    leaked = tmp_path / "reference.jsonl"
+    task = load_tasks(TASKS)[1]
+    leaked.write_text(open(REFERENCE, encoding="utf-8").read() + json.dumps(
+        {"input": "前置き。" + task["input"] + "という質問", "output": "答え"}, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    args = infer_args(tiny_gemma2, tiny_adapter, tmp_path / "o.jsonl", "--dry_run")
+    args[args.index("--reference") + 1] = str(leaked)
+    infer.main(args)
+    assert f"task {task['task_id']!r} shares 40+ characters (or its whole input)" in capsys.readouterr().err
+    args.remove("--dry_run")
+    args += ["--limit", "2"]
+    metrics = infer.main(args)
+    assert [hit["task_id"] for hit in metrics["task_overlaps"]] == [task["task_id"]]

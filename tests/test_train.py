@@ -1,4 +1,5 @@
 """train.py through its real entry point on the tiny Gemma-2."""
+import csv
 import json
 import os
 import subprocess
@@ -47,7 +48,7 @@ def test_loss_falls_and_run_files_written(trained):
     assert metrics["train_tokens_per_s"] > 0 and metrics["peak_cpu_memory_gb"] > 0
     assert metrics["versions"]["transformers"] and metrics["backend"] == "hf"
     rows = (results / "trials.csv").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 2 and rows[1].startswith(metrics["run"] + ",ok,8,16,")
+    assert len(rows) == 2 and rows[1].startswith(metrics["run"] + ",,ok,,,8,16,")
     assert (results / "TRIALS.md").exists() and (results / "trials.png").exists()
 
 
@@ -109,12 +110,15 @@ def test_sweep_two_trials_and_skip_completed(tiny_gemma2, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
         "r4-a8-lr0.005-s3-alpaca_ja", "r8-a8-lr0.005-s3-alpaca_ja"]
     assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
-    # resumed sweep: finished trials skipped; a bad value fails alone and is recorded
-    outcomes = train.main(args + ["--sweep", "lora_r=4,0", "lora_alpha=8"])
-    assert [o["status"] for o in outcomes] == ["skipped", "failed"]
+    # resumed sweep: finished trials skipped; a bad value fails alone, is recorded, and the sweep
+    # as a whole fails (a script or CI running it must see it)
+    with pytest.raises(KitError, match="1 of 2 sweep step"):
+        train.main(args + ["--sweep", "lora_r=4,0", "lora_alpha=8"])
     failed = json.loads((tmp_path / "r0-a8-lr0.005-s3-alpaca_ja" / "failed.json").read_text())
     assert "lora_r and lora_alpha must be positive" in failed["error"]
     assert ",failed," in (tmp_path / "trials.csv").read_text()
+    log = (tmp_path / "r0-a8-lr0.005-s3-alpaca_ja" / "train.log").read_text()
+    assert "lora_r and lora_alpha must be positive" in log  # the child's output streamed and kept
 
 
 def test_any_key_can_be_swept(tiny_gemma2, tmp_path):
@@ -254,3 +258,35 @@ def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeyp
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KitError, match="HF_TOKEN"):
         train.main(base_args(tiny_gemma2, tmp_path, "--push_to_hub", "me/tiny-lora"))
+
+
+def test_scored_sweep_trains_once_and_scores_each_inference_setting(tiny_gemma2, tmp_path):
+    from kit.stub_openai import StubJudgeServer
+
+    def grade(prompt):  # any deterministic grade: the answers differ between k=0 and k=2
+        return 1 + len(prompt.split("# 回答")[-1]) % 5
+
+    with StubJudgeServer(grade) as server:
+        config = tmp_path / "score.yaml"
+        config.write_text(
+            f"tasks: {ROOT / 'data' / 'dev_tasks.jsonl'}\nreference: {DATA}\n"
+            f"max_new_tokens: 32\nban: ['---', '###']\njudge_backend: openai\nbase_url: {server.url}\n"
+            f"judge_model: stub\njudge_mode: digit\ncache_dir: {tmp_path / 'cache'}\n", encoding="utf-8")
+        results = tmp_path / "runs"
+        args = base_args(tiny_gemma2, results, "--max_steps", "120", "--learning_rate", "1e-2",
+                         "--save_steps", "100")
+        outcomes = train.main(args + ["--sweep", "k=0,2", "--score", str(config)])
+    assert [o["status"] for o in outcomes] == ["ok", "ok", "ok"]  # one training, two inferences
+    run = results / "r8-a16-lr0.01-s120-alpaca_ja"
+    assert [p.name for p in results.iterdir() if p.is_dir()] == [run.name]
+    scores = {p.parent.name: json.loads(p.read_text())["score"] for p in run.glob("infer/*/score.json")}
+    assert set(scores) == {"k0", "k2"} and all(1 <= s <= 5 for s in scores.values())
+    answered = sum(1 for k in ("k0", "k2") for line in (run / "infer" / k / "output.jsonl").open()
+                   if json.loads(line)["output"].strip())
+    # empty answers score 1 without a judge call; an answer both settings gave is judged once (cache)
+    assert 0 < len(server.requests) <= answered
+    rows = list(csv.DictReader(open(results / "trials.csv", encoding="utf-8")))
+    assert [r["inference"] for r in rows] == sorted(scores, key=lambda k: (-scores[k], k))
+    assert [float(r["score"]) for r in rows] == sorted(scores.values(), reverse=True)
+    assert all(r["judge"] == "openai:stub" and r["prompt_hash"] for r in rows)
+    assert (run / "train.log").exists() and (run / "infer" / "k2" / "infer.log").exists()

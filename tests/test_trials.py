@@ -24,10 +24,12 @@ def test_table_lists_finished_and_failed_runs(tmp_path):
     table = update_trials_table(tmp_path)
     lines = table.splitlines()
     assert len(lines) == 2 + 3
-    assert any("r64-a64 | failed" in line and "CUDA out of memory" in line for line in lines)
-    assert "| r16-a16 | ok | 16 | 16 |" in table
+    assert any("r64-a64 |  | failed" in line and "CUDA out of memory" in line for line in lines)
+    assert "| r16-a16 |  | ok |  |  | 16 | 16 |" in table
+    # unscored runs: lowest eval loss first, failures last
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| r16-a16", "| r8-a16", "| r64-a64"]
     csv_lines = (tmp_path / "trials.csv").read_text(encoding="utf-8").splitlines()
-    assert csv_lines[0].startswith("run,status,") and len(csv_lines) == 4
+    assert csv_lines[0].startswith("run,inference,status,score,ci95,") and len(csv_lines) == 4
     assert (tmp_path / "trials.png").read_bytes()[:4] == b"\x89PNG"
 
 
