@@ -16,7 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 install: $(VENV)/.installed
 
 install-gpu: install
+	$(BIN)/python -m kit.doctor || true
 	$(BIN)/pip install -r requirements.txt -r requirements-gpu.txt
+	$(BIN)/python -m kit.doctor
 
 test: install
 	$(RUN) -m pytest -q tests
