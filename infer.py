@@ -323,12 +323,16 @@ def log_score_to_wandb(run_dir: Path, summary: dict) -> None:
     """Add the score to the training run's wandb run when it logged to one (offline-safe)."""
     import os
 
-    runs = sorted((run_dir / "wandb").glob("*run-*")) if (run_dir / "wandb").is_dir() else []
-    if not runs or os.environ.get("WANDB_MODE") == "disabled":
+    import re
+
+    # wandb's run folders: [offline-]run-YYYYMMDD_HHMMSS-<id>[-N] (N: a resumed offline run)
+    ids = [m.group(1) for p in sorted((run_dir / "wandb").glob("*run-*"))
+           if (m := re.search(r"run-\d{8}_\d{6}-([a-z0-9]+)", p.name))] if (run_dir / "wandb").is_dir() else []
+    if not ids or os.environ.get("WANDB_MODE") == "disabled":
         return
     import wandb
 
-    run_id = runs[-1].name.rsplit("-", 1)[-1]
+    run_id = ids[0]
     mode = "online" if os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "offline" \
         else "offline"
     run = wandb.init(id=run_id, resume="allow", dir=str(run_dir), mode=mode,

@@ -163,3 +163,17 @@ def test_reference_repeating_a_task_is_reported(tiny_gemma2, tiny_adapter, tmp_p
     args += ["--limit", "2"]
     metrics = infer.main(args)
     assert [hit["task_id"] for hit in metrics["task_overlaps"]] == [task["task_id"]]
+
+
+def test_score_joins_the_training_runs_wandb_run_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    run = wandb.init(project="llm2024-kit", dir=str(tmp_path), mode="offline")
+    run.log({"loss": 1.0})
+    run.finish()
+    for _ in range(2):  # scored twice: both go to the training run's id
+        infer.log_score_to_wandb(tmp_path, {"score": 3.5, "ci95": [3.0, 4.0], "prompt_hash": "abc"})
+    folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 3 and all(name.split("-")[3] == run.id for name in folders)
