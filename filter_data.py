@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from kit.io import (KitError, check_keys, load_yaml, pair_from_record, read_pairs, run_main,
-                    write_json, write_jsonl)
+from kit.io import (KitError, check_keys, check_output, load_yaml, pair_from_record, read_pairs,
+                    run_main, write_json, write_jsonl)
 from kit.text import cld2_languages
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"
@@ -47,6 +48,11 @@ class FilterConfig:
     min_language_percent: float = 60
     rare_char_max_count: int | None = 19  # None turns the first rare-character pass off
     second_pass_rare_char_max_count: int | None = 9
+    # The same passes with a count relative to corpus size (characters seen at most this often per
+    # million characters); when set they replace the absolute counts above, which on small data
+    # drop common kana.
+    rare_char_per_million: float | None = None
+    second_pass_rare_char_per_million: float | None = None
     dedup: bool = False
     min_chars: int | None = None  # bounds on len(instruction) and len(response) alike
     max_chars: int | None = None
@@ -63,12 +69,20 @@ class FilterConfig:
                 raise KitError(f"{where}: `{name}` must be a list of non-empty strings")
         if not all(isinstance(k, str) and k for k in config.replace):
             raise KitError(f"{where}: `replace` keys must be non-empty strings")
+        for name in ("rare_char_per_million", "second_pass_rare_char_per_million"):
+            value = getattr(config, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0):
+                raise KitError(f"{where}: `{name}` must be a number >= 0 or null (got {value!r})")
         for name in ("rare_char_max_count", "second_pass_rare_char_max_count", "min_chars", "max_chars"):
             value = getattr(config, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise KitError(f"{where}: `{name}` must be an integer or null (got {value!r})")
-        if not isinstance(config.min_language_percent, (int, float)) or not isinstance(config.dedup, bool):
-            raise KitError(f"{where}: `min_language_percent` must be a number and `dedup` true/false")
+        percent = config.min_language_percent
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            raise KitError(f"{where}: `min_language_percent` must be a number from 0 to 100 (got {percent!r})")
+        if not isinstance(config.dedup, bool):
+            raise KitError(f"{where}: `dedup` must be true or false")
         config.replace = {k: "" if v is None else str(v) for k, v in config.replace.items()}
         return config
 
@@ -244,6 +258,8 @@ def load_pairs(path: str, skip_bad_lines: bool, workers: int, report: dict):
             raise KitError(f"{local}: no such file")
         try:
             rows = json.loads(local.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as err:
+            raise KitError(f"{local}: not UTF-8 ({err.reason} at byte {err.start})") from None
         except json.JSONDecodeError as err:
             raise KitError(f"{local}:{err.lineno}: not valid JSON ({err.msg})") from None
         rows = rows if isinstance(rows, list) else [rows]
@@ -252,7 +268,11 @@ def load_pairs(path: str, skip_bad_lines: bool, workers: int, report: dict):
 
         if not local.is_file():
             raise KitError(f"{local}: no such file")
-        rows = pandas.read_parquet(local).to_dict("records")
+        try:
+            rows = pandas.read_parquet(local).to_dict("records")
+        except Exception as err:  # pyarrow's errors for a damaged file vary by damage
+            raise KitError(f"{local}: not a readable parquet file ({type(err).__name__}: "
+                           f"{str(err)[:200]})") from None
         for row in rows:  # parquet gives numpy arrays for list columns
             if hasattr(row.get("conversations"), "tolist"):
                 row["conversations"] = row["conversations"].tolist()
@@ -270,10 +290,17 @@ def load_pairs(path: str, skip_bad_lines: bool, workers: int, report: dict):
     return pairs, char_counts(pair for _, pair in pairs)
 
 
+def rare_threshold(absolute: int | None, per_million: float | None, counts: Counter) -> float | None:
+    """The count at or below which a character is rare: per million characters when given."""
+    if per_million is not None:
+        return per_million * sum(counts.values()) / 1e6
+    return absolute
+
+
 def filter_pairs(pairs: list, counts: Counter, config: FilterConfig, workers: int, report: dict):
     """The kept (instruction, response) pairs, in input order; fills report's counters."""
     global _PAIRS, _RULES
-    max_count = config.rare_char_max_count
+    max_count = rare_threshold(config.rare_char_max_count, config.rare_char_per_million, counts)
     rare = {c for c, n in counts.items() if max_count is not None and n <= max_count}
     _PAIRS, _RULES = pairs, Rules(config, rare)
     judged = [r for chunk in _run_chunks(_judge_range, len(pairs), workers, "filter") for r in chunk]
@@ -297,9 +324,13 @@ def filter_pairs(pairs: list, counts: Counter, config: FilterConfig, workers: in
             kept.append((instruction, response))
         else:
             dropped[reason] += 1
-    second_max = config.second_pass_rare_char_max_count
+    first_pass_kept = len(kept)
+    second_pass = (config.second_pass_rare_char_max_count is not None
+                   or config.second_pass_rare_char_per_million is not None)
+    recount = char_counts(kept) if second_pass else Counter()
+    second_max = rare_threshold(config.second_pass_rare_char_max_count,
+                                config.second_pass_rare_char_per_million, recount)
     if second_max is not None:
-        recount = char_counts(kept)
         rare_again = {c for c, n in recount.items() if n <= second_max}
         pattern, survivors = char_class(rare_again), []
         for instruction, response in kept:
@@ -311,7 +342,17 @@ def filter_pairs(pairs: list, counts: Counter, config: FilterConfig, workers: in
         kept = survivors
         report["rare_chars_second_pass"] = len(rare_again)
     report["rare_chars_first_pass"] = len(rare)
+    report["rare_char_thresholds"] = [max_count, second_max]
     report["dropped_by_reason"] = {reason: dropped[reason] for reason in REASONS}
+    passes = {reason: (dropped[reason], len(pairs)) for reason in REASONS if reason != "rare_char_second_pass"}
+    passes["rare_char_second_pass"] = (dropped["rare_char_second_pass"], first_pass_kept)
+    report["warnings"] = [
+        f"the {reason} pass dropped {n} of {total} records (over half)"
+        + (": on small data the seed's absolute rare-character counts drop common characters; try "
+           "--rare_char_per_million / --second_pass_rare_char_per_million" if "rare_char" in reason else "")
+        for reason, (n, total) in passes.items() if total and n > total / 2]
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     report["top_dropped_characters"] = dropped_chars.most_common(20)
     return kept
 
@@ -335,6 +376,9 @@ def parse_args(argv=None):
     group.add_argument("--min_language_percent", type=float)
     group.add_argument("--rare_char_max_count", type=int, help="negative turns the pass off")
     group.add_argument("--second_pass_rare_char_max_count", type=int, help="negative: off")
+    group.add_argument("--rare_char_per_million", type=float,
+                       help="relative first pass: rare = seen at most this often per million chars")
+    group.add_argument("--second_pass_rare_char_per_million", type=float)
     group.add_argument("--dedup", action=argparse.BooleanOptionalAction)
     group.add_argument("--min_chars", type=int)
     group.add_argument("--max_chars", type=int)
@@ -343,6 +387,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_output(args.output, {"--input": args.input, "--config": args.config,
+                               **{f"--extra {e}": e for e in args.extra}})
+    check_output(f"{args.output}.report.json", {"--input": args.input}, "--output's report")
+    if args.workers < 1:
+        raise KitError("--workers must be at least 1")
+    if args.min_language_percent is not None and not 0 <= args.min_language_percent <= 100:
+        raise KitError(f"--min_language_percent must be a number from 0 to 100 "
+                       f"(got {args.min_language_percent})")
     start = time.perf_counter()
     data = load_yaml(args.config)
     for key in [f.name for f in fields(FilterConfig)]:

@@ -18,10 +18,11 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from kit.generation import Generation, Sampling, banned_sequences, clean_answer, generate_batch
-from kit.io import KitError, atomic_open, load_yaml, run_main, write_json, write_jsonl
+from kit.io import KitError, atomic_open, check_output, load_yaml, run_main, write_json, write_jsonl
 from kit.models import peak_memory
 from kit.tasks import LEAK_MARKERS, load_tasks, validate_output
 from rag import load_references
@@ -63,7 +64,40 @@ def parse_args(argv):
     p.add_argument("--run_name", help="default: the adapter's run, else infer-<model>")
     p.add_argument("--judge", metavar="CONFIG", help="score the answers with judge.py's settings "
                    "from this YAML when the task file has reference outputs")
-    return p.parse_args(argv)
+    args = p.parse_args(attach_dash_values(argv, ("--ban", "--stop", "--cut_after")))
+    check_args(args)
+    return args
+
+
+def attach_dash_values(argv, flags) -> list[str]:
+    """`--ban "---"` as written: a value that starts with "-" is joined to its flag (`--ban=---`),
+    since argparse would read it as another option."""
+    argv, out = list(argv), []
+    i = 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def check_args(args) -> None:
+    """Values that make no sense are one line each, before anything loads."""
+    problems = [f"--{name} must be at least {low} (got {getattr(args, name)})"
+                for name, low in (("batch_size", 1), ("max_new_tokens", 1), ("k", 0), ("limit", 1),
+                                  ("context_length", 1), ("top_k", 1))
+                if getattr(args, name) is not None and getattr(args, name) < low]
+    if not args.repetition_penalty > 0:
+        problems.append(f"--repetition_penalty must be > 0 (got {args.repetition_penalty})")
+    if args.do_sample and not (args.temperature > 0 and 0 < args.top_p <= 1):
+        problems.append("--temperature must be > 0 and --top_p in (0, 1] when sampling")
+    if any(not text for text in args.ban + args.stop) or args.cut_after == "":
+        problems.append("--ban, --stop and --cut_after take non-empty strings")
+    if problems:
+        raise KitError("; ".join(problems))
 
 
 def template_for(args) -> str:
@@ -89,7 +123,9 @@ def build_prompts(args, tasks, references, template, tokenizer, context_length):
         for i, task in enumerate(tasks):
             hits = retriever.search(task["input"], args.k)
             examples[i] = [references[index] for index, _ in reversed(hits)]  # most similar last
-    prompts, lengths, dropped, tasks_shortened = [], [], 0, 0
+    prompts, lengths, budgets = [], [], []
+    stats = {"examples_dropped_to_fit": 0, "tasks_with_examples_dropped": 0,
+             "tasks_with_generation_budget_shrunk": 0, "tasks_with_input_truncated": 0}
     budget = context_length - args.max_new_tokens
     for task, shots in zip(tasks, examples):
         before = len(shots)
@@ -99,15 +135,44 @@ def build_prompts(args, tasks, references, template, tokenizer, context_length):
             if length <= budget or not shots:
                 break
             shots = shots[1:]  # the least similar example goes first
-        if length > budget:
-            raise KitError(f"{args.tasks}:{task['line']}: task {task['task_id']!r} does not fit "
-                           f"{context_length} tokens with max_new_tokens {args.max_new_tokens}")
-        dropped += before - len(shots)
-        tasks_shortened += before > len(shots)
+        stats["examples_dropped_to_fit"] += before - len(shots)
+        stats["tasks_with_examples_dropped"] += before > len(shots)
+        new_tokens = args.max_new_tokens
+        if length > budget:  # too long even alone: every task still gets an answer
+            new_tokens = context_length - length
+            if new_tokens >= min(MIN_NEW_TOKENS, args.max_new_tokens):
+                stats["tasks_with_generation_budget_shrunk"] += 1
+                note = f"max_new_tokens {new_tokens} for it"
+            else:
+                new_tokens = min(MIN_NEW_TOKENS, args.max_new_tokens)
+                prompt, length = truncated_prompt(task["input"], template, tokenizer,
+                                                  context_length - new_tokens)
+                stats["tasks_with_input_truncated"] += 1
+                note = f"its input cut in the middle to {length} prompt tokens"
+            print(f"warning: {args.tasks}:{task['line']}: task {task['task_id']!r} does not fit "
+                  f"{context_length} tokens with max_new_tokens {args.max_new_tokens}; {note}",
+                  file=sys.stderr)
         prompts.append(prompt)
         lengths.append(length)
-    stats = {"examples_dropped_to_fit": dropped, "tasks_with_examples_dropped": tasks_shortened}
-    return prompts, lengths, stats
+        budgets.append(new_tokens)
+    return prompts, lengths, budgets, stats
+
+
+MIN_NEW_TOKENS = 128  # a task whose prompt leaves less room than this has its input shortened
+TRUNCATION_MARKER = "\n……（中略）……\n"
+
+
+def truncated_prompt(text: str, template, tokenizer, limit: int) -> tuple[str, int]:
+    """The task's prompt with the middle of its input cut (marked) so it takes <= limit tokens."""
+    keep = len(text)
+    while keep > 0:
+        keep = keep * 9 // 10
+        cut = text[: keep // 2] + TRUNCATION_MARKER + text[len(text) - keep // 2:]
+        prompt = template.prompt(cut)
+        length = len(tokenizer(prompt).input_ids)
+        if length <= limit:
+            return prompt, length
+    raise KitError(f"the {template.name!r} prompt template alone takes more than {limit} tokens")
 
 
 def task_keys(tasks) -> list[str]:
@@ -151,7 +216,7 @@ def main(argv=None):
     args = parse_args(argv)
     from transformers import AutoConfig, AutoTokenizer, set_seed
 
-    from kit.models import check_model_path, resolve_backend
+    from kit.models import check_model_path
     from prompts import TemplateError, load_template
 
     start = time.perf_counter()
@@ -163,6 +228,11 @@ def main(argv=None):
     check_model_path(args.model)
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
         raise KitError(f"{args.adapter}: no adapter_config.json (not a LoRA adapter folder)")
+    inputs = {"--tasks": args.tasks, "--reference": args.reference, "--model": args.model,
+              "--adapter": args.adapter, "--judge": args.judge}
+    check_output(args.output, inputs)
+    if args.csv:
+        check_output(args.csv, {**inputs, "--output": args.output}, "--csv")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
         context = args.context_length or getattr(AutoConfig.from_pretrained(args.model),
@@ -176,15 +246,16 @@ def main(argv=None):
         judge_settings = JudgeSettings.from_mapping(load_yaml(args.judge), args.judge, ignore=vars(args))
     references = load_references(args.reference) if args.reference else []
     overlaps = check_overlaps(args, tasks, references)
-    prompts, prompt_tokens, fit_stats = build_prompts(args, tasks, references, template, tokenizer,
-                                                      context)
+    prompts, prompt_tokens, budgets, fit_stats = build_prompts(args, tasks, references, template,
+                                                               tokenizer, context)
     run_name = args.run_name or (Path(args.adapter).resolve().parent.name if args.adapter
                                  else f"infer-{Path(args.model).name}")
     run_dir = Path(args.results_dir) / run_name
     if args.dry_run:
         path = run_dir / "prompts.jsonl"
-        write_jsonl(path, ({"task_id": task["task_id"], "prompt": prompt, "prompt_tokens": n}
-                           for task, prompt, n in zip(tasks, prompts, prompt_tokens)))
+        write_jsonl(path, ({"task_id": task["task_id"], "prompt": prompt, "prompt_tokens": n,
+                            "max_new_tokens": budget}
+                           for task, prompt, n, budget in zip(tasks, prompts, prompt_tokens, budgets)))
         print(f"dry run: {len(prompts)} prompts → {path} ({fit_stats})")
         return {"prompts": str(path), **fit_stats}
     answers = previous_answers(args.output, tasks) if args.resume else {}
@@ -193,13 +264,11 @@ def main(argv=None):
                        if key in answers} if args.resume else {}
     todo = [i for i, t in enumerate(tasks) if json.dumps(t["task_id"]) not in answers]
     print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
-    backend = resolve_backend(args.backend) if args.backend != "vllm" else "vllm"
+    backend = choose_backend(args.backend, len(todo))
     set_seed(args.seed)
     load_start = time.perf_counter()
     if backend == "vllm":
-        from vllm import LLM
-
-        model = LLM(model=args.model, enable_lora=bool(args.adapter), seed=args.seed)
+        model = load_vllm(args, context)
     else:
         from kit.models import load_for_generation
 
@@ -218,7 +287,8 @@ def main(argv=None):
                                 "batch_mean_latency_s": round(batch_latency_s, 3)}
 
     if backend == "vllm":
-        generations, generate_s = generate_vllm(model, [prompts[i] for i in todo], args, stops)
+        generations, generate_s = generate_vllm(model, [prompts[i] for i in todo],
+                                                [budgets[i] for i in todo], args, stops)
         new_tokens = sum(g.new_tokens for g in generations)
         for i, generation in zip(todo, generations):
             record(i, generation, generate_s / max(1, len(todo)))
@@ -228,13 +298,17 @@ def main(argv=None):
         from tqdm import tqdm
 
         bad_words = banned_sequences(model_tokenizer, args.ban) if args.ban else []
-        order = sorted(todo, key=lambda i: -len(prompts[i]))  # similar lengths share a batch
+        # similar lengths share a batch; a task whose budget was shrunk to fit goes with its like
+        order = sorted(todo, key=lambda i: (-budgets[i], -len(prompts[i])))
+        batches = [order[b:b + args.batch_size] for b in range(0, len(order), args.batch_size)]
+        batches = [[i for i in batch if budgets[i] == budget] for batch in batches
+                   for budget in sorted({budgets[i] for i in batch}, reverse=True)]
         with tqdm(total=len(order), desc="generate", unit="task") as bar:
-            for b in range(0, len(order), args.batch_size):
-                batch = order[b:b + args.batch_size]
+            for batch in batches:
                 tick = time.perf_counter()
                 generations = generate_batch(model, model_tokenizer, [prompts[i] for i in batch],
-                                             sampling, bad_words, stops)
+                                             replace(sampling, max_new_tokens=budgets[batch[0]]),
+                                             bad_words, stops)
                 elapsed = time.perf_counter() - tick
                 generate_s += elapsed
                 new_tokens += sum(g.new_tokens for g in generations)
@@ -262,7 +336,7 @@ def main(argv=None):
                **peak_memory(), "projected_100_tasks_s": round(projected, 1),
                "projection_assumption": "load time + 100 × this run's mean per-task generation "
                                         "time, on this machine and batch size; an L4 must be measured",
-               **fit_stats, "task_overlaps": overlaps}
+               **fit_stats, "task_overlaps": overlaps, "argv": argv}
     write_json(run_dir / "infer_metrics.json", metrics)
     verdict = "within" if projected <= L4_BUDGET_S else "OVER"
     print(f"{len(todo)} tasks in {generate_s:.1f} s ({metrics['tokens_per_s']} tokens/s); 100 tasks "
@@ -343,15 +417,51 @@ def log_score_to_wandb(run_dir: Path, summary: dict) -> None:
     run.finish()
 
 
-def generate_vllm(llm, prompts, args, stops):
-    """vllm path (separate environment, untested on CPU): greedy or sampled, LoRA if given."""
+VLLM_MIN_TASKS = 20  # below this, vllm's start-up (graph capture) costs more than it saves
+
+
+def choose_backend(requested: str, tasks: int) -> str:
+    """auto: vllm on a GPU for VLLM_MIN_TASKS or more tasks when it imports, else as train.py
+    chooses (unsloth on a GPU, hf elsewhere)."""
+    if requested == "vllm":
+        return "vllm"
+    if requested == "auto" and tasks >= VLLM_MIN_TASKS:
+        import torch
+
+        if torch.cuda.is_available():
+            try:
+                import vllm  # noqa: F401
+
+                print("backend: vllm")
+                return "vllm"
+            except Exception as err:
+                print(f"backend: vllm unavailable ({type(err).__name__}); trying the others")
+    from kit.models import resolve_backend
+
+    return resolve_backend(requested)
+
+
+def load_vllm(args, context: int):
+    """A vllm engine for the base model (bf16, bitsandbytes 4-bit or a merged folder: vllm reads
+    the quantization from its config), with room for the adapter's LoRA rank."""
+    from vllm import LLM
+
+    lora = {}
+    if args.adapter:
+        rank = json.loads((Path(args.adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
+        lora = {"enable_lora": True, "max_lora_rank": max(16, rank), "max_loras": 1}
+    return LLM(model=args.model, seed=args.seed, dtype="bfloat16", max_model_len=context, **lora)
+
+
+def generate_vllm(llm, prompts, budgets, args, stops):
+    """vllm path (GPU only): greedy or sampled, LoRA if given, the same stops and banned strings."""
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    params = SamplingParams(max_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                            temperature=args.temperature if args.do_sample else 0.0, top_p=args.top_p,
-                            top_k=args.top_k if args.do_sample else -1, stop=stops,
-                            bad_words=args.ban or None, seed=args.seed)
+    params = [SamplingParams(max_tokens=budget, repetition_penalty=args.repetition_penalty,
+                             temperature=args.temperature if args.do_sample else 0.0, top_p=args.top_p,
+                             top_k=args.top_k if args.do_sample else -1, stop=stops,
+                             bad_words=args.ban or None, seed=args.seed) for budget in budgets]
     lora = LoRARequest("adapter", 1, args.adapter) if args.adapter else None
     tick = time.perf_counter()
     outputs = llm.generate(prompts, params, lora_request=lora)
@@ -380,4 +490,4 @@ def validate_main(argv) -> list[str]:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, resume_flag="--resume")

@@ -9,7 +9,7 @@ verify the saved folder, write a model card, and push it to the Hub.
 
 nf4 with double quantization and bf16 compute by default (every field a flag). In merge mode the
 base is loaded in bf16, not 4-bit: merging into 4-bit weights shifts the logits badly. The token
-comes from HF_TOKEN (or a cached `huggingface-cli login`) and is never printed or written.
+comes from HF_TOKEN (or a cached `hf auth login`) and is never printed or written.
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from kit.io import KitError, load_yaml, run_main
+from kit.io import KitError, check_output, load_yaml, partial_path, run_main, write_json
 from kit.models import check_model_path, hub_token, peak_memory, push_folder
 
 ALLOWED_BASES = re.compile(r"^(google/gemma-2-(2b|9b|27b)|llm-jp/llm-jp-3-(1\.8b|3\.7b|13b))$")
@@ -82,8 +81,13 @@ def check_inputs(args) -> None:
             raise KitError("--model and --output are required (or --push_only DIR --push_to REPO)")
         check_model_path(args.model)
         check_rules(args.model, args.strict)
-        if Path(args.output).exists() and not args.overwrite:
-            raise KitError(f"{args.output} exists; pass --overwrite to replace it")
+        check_output(args.output, {"--model": args.model, "--adapter": args.adapter}, folder=True)
+        if Path(args.output).exists():
+            if not args.overwrite:
+                raise KitError(f"{args.output} exists; pass --overwrite to replace it")
+            if not (Path(args.output) / "quantize_report.json").exists():
+                raise KitError(f"{args.output} was not written by quantize_push.py (no "
+                               "quantize_report.json); --overwrite replaces only the kit's own output")
         if args.adapter:
             config = Path(args.adapter) / "adapter_config.json"
             if not config.exists():
@@ -94,7 +98,7 @@ def check_inputs(args) -> None:
         elif args.no_quantize:
             raise KitError("--no_quantize only makes sense with --adapter (merge mode)")
     if args.push_to and not hub_token():
-        raise KitError("pushing needs HF_TOKEN in the environment (or `huggingface-cli login`)")
+        raise KitError("pushing needs HF_TOKEN in the environment (or `hf auth login`)")
 
 
 def quantization_config(args):
@@ -137,7 +141,7 @@ def build(args, tmp: Path):
         if difference > args.logit_tolerance:
             raise KitError(f"merged model's logits differ from base+adapter by {difference:.3g} "
                            f"(> {args.logit_tolerance}); not saving")
-        target = Path(args.output) if args.no_quantize else tmp / "merged"
+        target = Path(args.output) if args.no_quantize else tmp
         merged.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
         del merged, tuned, base
@@ -175,6 +179,45 @@ def verify(args, expected_logits=None) -> dict:
     return result
 
 
+def run_file(args, name: str) -> dict:
+    """A JSON file of the adapter's run (results/<run>/NAME), or {}."""
+    path = Path(args.adapter).parent / name if args.adapter else None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def epochs_line(args, run_config: dict) -> str:
+    """What ran, not what was asked: max_steps overrides num_train_epochs."""
+    ran = run_file(args, "metrics.json").get("epochs_run")
+    asked = (f"num_train_epochs {run_config.get('num_train_epochs')}, "
+             f"max steps {run_config.get('max_steps', -1)}")
+    return f"{ran} epochs run ({asked})" if ran is not None else asked
+
+
+def infer_command(args) -> str:
+    """The infer.py command the run was answered with (from its infer_metrics.json), pointed at
+    this model; a template when the run has none."""
+    import shlex
+
+    argv = run_file(args, "infer_metrics.json").get("argv")
+    if not argv:
+        return (f"python infer.py --model {args.push_to or args.output} --tasks elyza-tasks-100-TV_0.jsonl "
+                "--reference <reference QA JSONL> --output output.jsonl")
+    kept, skip = [], False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = token.split("=")[0]
+        if name in ("--model", "--adapter", "--judge", "--results_dir", "--run_name"):
+            skip = "=" not in token
+            continue
+        kept.append(token)
+    return shlex.join(["python", "infer.py", "--model", args.push_to or args.output, *kept])
+
+
 def model_card(args, report: dict) -> str:
     run_config = {}
     if args.adapter and (Path(args.adapter).parent / "config.yaml").exists():
@@ -191,8 +234,7 @@ def model_card(args, report: dict) -> str:
                                          + (["--adapter", args.adapter] if args.adapter else [])
                                          + (["--no_quantize"] if args.no_quantize else [])
                                          + (["--push_to", args.push_to] if args.push_to else [])))
-    commands.append(f"python infer.py --model {args.push_to or args.output} --tasks elyza-tasks-100-TV_0.jsonl "
-                    "--reference <reference QA JSONL> --output output.jsonl")
+    commands.append(infer_command(args))
     lines = ["---", f"base_model: {args.model}", f"license: {license_id}",
              "library_name: transformers", "tags: [llm2024, japanese, bitsandbytes, lora]", "---", "",
              f"# {Path(args.output).name}", "",
@@ -201,8 +243,7 @@ def model_card(args, report: dict) -> str:
         lines += ["## Adapter run", "",
                   f"- LoRA r {run_config.get('lora_r')}, alpha {run_config.get('lora_alpha')}, "
                   f"dropout {run_config.get('lora_dropout')}, template `{run_config.get('template')}`",
-                  f"- learning rate {run_config.get('learning_rate')}, epochs "
-                  f"{run_config.get('num_train_epochs')}, max steps {run_config.get('max_steps', -1)}",
+                  f"- learning rate {run_config.get('learning_rate')}, {epochs_line(args, run_config)}",
                   f"- data files: {', '.join(map(str, run_config.get('data_files', []))) or 'none'}",
                   f"- data licences: {'; '.join(run_config.get('data_licenses', [])) or 'not stated'}",
                   f"- merge check: max next-token logit difference "
@@ -228,25 +269,29 @@ def main(argv=None) -> dict:
         push(args.push_only, args.push_to, args.private)
         return {}
     start = time.perf_counter()
-    staging = Path(args.output).with_name(Path(args.output).name + ".partial")
+    # Work happens in <output>.partial (the model) and <output>.partial-merge (the bf16 merge, ~55 GB
+    # at 27B) beside the output, on its disk; a killed run leaves them and the next run clears them.
+    staging = partial_path(args.output)
+    merge_dir = staging.with_name(staging.name + "-merge")
     final_output, args.output = args.output, str(staging)  # build beside, rename when verified
-    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in (staging, merge_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(dir=staging.parent) as tmp:  # same disk as the output
-            report, expected_logits = build(args, Path(tmp))
+        report, expected_logits = build(args, merge_dir)
+        shutil.rmtree(merge_dir, ignore_errors=True)
         report["verify"] = verify(args, expected_logits)
         args.output = final_output
         (staging / "README.md").write_text(model_card(args, report), encoding="utf-8")
+        report.update(peak_memory())
+        report["elapsed_s"] = round(time.perf_counter() - start, 1)
+        write_json(staging / "quantize_report.json", report)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for leftover in (staging, merge_dir):
+            shutil.rmtree(leftover, ignore_errors=True)
         raise
     shutil.rmtree(final_output, ignore_errors=True)
     os.replace(staging, final_output)
-    report.update(peak_memory())
-    report["elapsed_s"] = round(time.perf_counter() - start, 1)
-    (Path(final_output) / "quantize_report.json").write_text(json.dumps(report, ensure_ascii=False,
-                                                                        indent=2), encoding="utf-8")
     peak = ", ".join(f"{k} {v}" for k, v in report.items() if k.startswith("peak_"))
     print(f"saved {final_output} ({report['elapsed_s']} s, {peak})")
     if args.push_to:

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from kit.io import KitError, atomic_open, load_yaml, read_pairs, run_main, write_json
@@ -55,36 +55,82 @@ class KitArguments:
     push_adapter_to: str | None = field(default=None, metadata={"help": "hub repo; token from HF_TOKEN"})
 
 
+def did_you_mean(names, valid) -> str:
+    import difflib
+
+    return "; ".join(f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
+                     for k in names)
+
+
+def join_negative_numbers(argv) -> list[str]:
+    """`--learning_rate -1e-4` reaches the range check instead of argparse's "expected one
+    argument" (argparse reads -1e-4 as an option)."""
+    import re
+
+    out = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-[\d.][\d.eE+-]*", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def parse(argv):
     """(kit_args, sft_config, names set explicitly) with defaults < --config < flags."""
     from trl import SFTConfig, TrlParser
 
-    argv = list(argv)
+    argv = join_negative_numbers(argv)
     if "--push_to_hub" in argv:  # `--push_to_hub REPO` as entrants know it → our own adapter push
         i = argv.index("--push_to_hub")
         if i + 1 < len(argv) and not argv[i + 1].startswith("--") and argv[i + 1].lower() not in (
                 "true", "false"):
             argv[i:i + 2] = ["--push_adapter_to", argv[i + 1]]
+    valid = {f.name for f in fields(KitArguments)} | {f.name for f in fields(SFTConfig)}
     raw = {}
     if "--config" in argv:
-        raw = load_yaml(argv[argv.index("--config") + 1])
-        valid = {f.name for f in fields(KitArguments)} | {f.name for f in fields(SFTConfig)}
+        i = argv.index("--config")
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise KitError("--config takes a YAML file (e.g. configs/tiny_cpu.yaml)")
+        raw = load_yaml(argv[i + 1])
         unknown = sorted(set(raw) - valid)
         if unknown:
-            import difflib
-
-            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
-                     for k in unknown]
-            raise KitError(f"{argv[argv.index('--config') + 1]}: unknown key(s): {'; '.join(hints)}")
+            raise KitError(f"{argv[i + 1]}: unknown key(s): {did_you_mean(unknown, valid)}")
+    flags = {a[2:].split("=")[0] for a in argv if a.startswith("--")} - {"config"}
+    unknown = sorted(flags - valid)
+    if unknown:  # exact names only: `--learning_rat` is not read as --learning_rate
+        raise KitError(f"unknown option(s): {did_you_mean(['--' + u for u in unknown], {'--' + v for v in valid})}")
     parser = TrlParser((KitArguments, SFTConfig))
+    parser.allow_abbrev = False
     if "output_dir" not in raw and "--output_dir" not in argv:
         argv += ["--output_dir", "unset"]  # derived from results_dir/run_name below
     try:
         kit, sft = parser.parse_args_and_config(argv)
     except ValueError as err:
         raise KitError(f"bad training arguments: {err}") from None
-    explicit = set(raw) | {a[2:].split("=")[0] for a in argv if a.startswith("--")}
+    explicit = set(raw) | flags
     return kit, sft, explicit
+
+
+COMMON_SFT_OPTIONS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                      "gradient_accumulation_steps", "max_length", "warmup_steps", "lr_scheduler_type",
+                      "optim", "weight_decay", "neftune_noise_alpha", "bf16", "gradient_checkpointing",
+                      "logging_steps", "eval_steps", "save_steps", "seed", "report_to", "run_name",
+                      "resume_from_checkpoint")
+
+
+def print_help() -> None:
+    """The kit's options first, without importing trl (which takes seconds)."""
+    print(__doc__)
+    print("kit options (defaults < --config YAML < flags):")
+    for f in fields(KitArguments):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        note = f.metadata.get("help", "")
+        print(f"  --{f.name:<24} {note + '; ' if note else ''}default: {default}")
+    print("\nevery SFTConfig field works too; the usual ones:\n  "
+          + " ".join(f"--{name}" for name in COMMON_SFT_OPTIONS))
+    print("\n--sweep key=v1,v2 ... [--score CONFIG]: a grid of trials; python train.py --help_all "
+          "lists every option")
 
 
 def run_name_for(kit, sft, explicit) -> str:
@@ -107,8 +153,21 @@ def validate(kit, sft) -> None:
     """Everything that can be checked before a model is loaded."""
     from prompts import TemplateError, load_template
 
-    if kit.lora_r <= 0 or kit.lora_alpha <= 0:
-        raise KitError(f"lora_r and lora_alpha must be positive (got {kit.lora_r}, {kit.lora_alpha})")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (kit.lora_r, kit.lora_alpha)) \
+            or kit.lora_r <= 0 or kit.lora_alpha <= 0:
+        raise KitError(f"lora_r and lora_alpha must be positive integers (got {kit.lora_r}, {kit.lora_alpha})")
+    problems = []
+    if not sft.learning_rate > 0:
+        problems.append(f"learning_rate must be > 0 (got {sft.learning_rate})")
+    if not kit.val_size >= 0:
+        problems.append(f"val_size must be 0 or more (got {kit.val_size})")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(sft, name) < 1:
+            problems.append(f"{name} must be at least 1 (got {getattr(sft, name)})")
+    if sft.max_length is not None and sft.max_length < 1:
+        problems.append(f"max_length must be at least 1 (got {sft.max_length})")
+    if problems:
+        raise KitError("; ".join(problems))
     if kit.loss_on not in ("completion", "full") or kit.overlong not in ("truncate", "drop"):
         raise KitError("--loss_on is completion|full and --overlong is truncate|drop")
     try:
@@ -116,7 +175,7 @@ def validate(kit, sft) -> None:
     except TemplateError as err:
         raise KitError(str(err)) from None
     if kit.push_adapter_to and not hub_token():
-        raise KitError("--push_to_hub needs HF_TOKEN in the environment (or `huggingface-cli login`)")
+        raise KitError("--push_to_hub needs HF_TOKEN in the environment (or `hf auth login`)")
 
 
 def build_datasets(kit, sft, tokenizer, counts: dict):
@@ -195,8 +254,11 @@ def build_trainer(kit, sft, explicit):
     validate(kit, sft)
     run_name = run_name_for(kit, sft, explicit)
     run_dir = Path(kit.results_dir) / run_name
-    if (run_dir / "metrics.json").exists() and not kit.overwrite and not resuming(sft):
-        raise KitError(f"{run_dir} is a finished run; pass --overwrite to train it again")
+    check_run_state(kit, sft, run_dir)
+    if kit.overwrite:  # the kit's own checkpoints of the run being replaced
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     check_model_path(kit.model_name_or_path)
     try:  # the tokenizer alone is cheap: every data error surfaces before the model loads
         tokenizer = AutoTokenizer.from_pretrained(kit.model_name_or_path)
@@ -227,6 +289,33 @@ def build_trainer(kit, sft, explicit):
     return trainer, run_dir, backend, counts
 
 
+def check_run_state(kit, sft, run_dir: Path) -> None:
+    """A finished run is refused (also with --resume_from_checkpoint); an unfinished one with
+    checkpoints is refused with the flag that resumes it, so hours of training are never redone
+    by accident; a checkpoint path that does not exist fails here, before the model loads."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    resume = resuming(sft)
+    for data_file in kit.data_files + ([kit.eval_file] if kit.eval_file else []):
+        path = Path(data_file).resolve()
+        if run_dir.resolve() in path.parents:
+            raise KitError(f"{data_file} lies inside the run folder {run_dir}, which a rerun rewrites")
+    if kit.overwrite:
+        if resume:
+            raise KitError("--overwrite starts the run again; --resume_from_checkpoint continues it: pick one")
+        return
+    if (run_dir / "metrics.json").exists():
+        raise KitError(f"{run_dir} is a finished run; pass --overwrite to train it again"
+                       + (" (there is nothing to resume)" if resume else ""))
+    if resume is True and not checkpoints:
+        raise KitError(f"{run_dir} has no checkpoints to resume from")
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise KitError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    if resume is None and checkpoints:
+        raise KitError(f"{run_dir} holds an unfinished run ({checkpoints[-1].name}); continue it with "
+                       "--resume_from_checkpoint true, or start again with --overwrite")
+
+
 def resuming(sft):
     """What to hand trainer.train(resume_from_checkpoint=...): None, True (the latest) or a path."""
     value = sft.resume_from_checkpoint
@@ -243,12 +332,14 @@ def train(kit, sft, explicit) -> dict:
     trainer, run_dir, backend, counts = build_trainer(kit, sft, explicit)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    session = SessionCounter()
+    trainer.add_callback(session)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resuming(sft))
     runtime = time.perf_counter() - start
     trainer.save_model(str(run_dir / "adapter"))
     trainer.processing_class.save_pretrained(run_dir / "adapter")
-    metrics = collect_metrics(trainer, result, runtime, backend, counts, package_versions())
+    metrics = collect_metrics(trainer, result, runtime, session, backend, counts, package_versions())
     metrics.update(run=run_dir.name, lora_r=kit.lora_r, lora_alpha=kit.lora_alpha,
                    learning_rate=sft.learning_rate, num_train_epochs=sft.num_train_epochs,
                    max_steps=sft.max_steps, template=kit.template, data_files=kit.data_files)
@@ -262,20 +353,36 @@ def train(kit, sft, explicit) -> dict:
     return metrics
 
 
-def collect_metrics(trainer, result, runtime, backend, counts, versions) -> dict:
+class SessionCounter:
+    """Where a (possibly resumed) run stood when this process started training, so throughput
+    counts only this session's tokens; on_train_begin runs after a checkpoint's state is loaded."""
+
+    def __getattr__(self, name):  # the other TrainerCallback hooks: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_start, self.step_at_start = state.num_input_tokens_seen, state.global_step
+
+
+def collect_metrics(trainer, result, runtime, session, backend, counts, versions) -> dict:
     from kit.models import peak_memory
 
     history = trainer.state.log_history
     train_loss = [{"step": h["step"], "loss": h["loss"]} for h in history if "loss" in h]
     eval_loss = [{"step": h["step"], "loss": h["eval_loss"]} for h in history if "eval_loss" in h]
     tokens = trainer.state.num_input_tokens_seen
+    session_tokens = tokens - session.tokens_at_start
     return {"backend": backend, "train_loss": train_loss, "eval_loss": eval_loss,
             "final_train_loss": train_loss[-1]["loss"] if train_loss else None,
             "mean_train_loss": round(result.training_loss, 6),
             "best_eval_loss": min((e["loss"] for e in eval_loss), default=None),
             "last_eval_loss": eval_loss[-1]["loss"] if eval_loss else None,
-            "global_step": trainer.state.global_step, "runtime_s": round(runtime, 2),
-            "train_tokens": int(tokens), "train_tokens_per_s": round(tokens / runtime, 1),
+            "global_step": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0, 2),
+            "resumed_from_step": session.step_at_start or None, "runtime_s": round(runtime, 2),
+            "train_tokens": int(tokens), "session_tokens": int(session_tokens),
+            "train_tokens_per_s": round(session_tokens / runtime, 1),
             **peak_memory(), **counts, "versions": versions}
 
 
@@ -430,6 +537,12 @@ def run_logged(command: list[str], log_dir: Path, log_name: str, label: str, inf
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        return print_help()
+    if "--help_all" in argv:
+        from trl import SFTConfig, TrlParser
+
+        return TrlParser((KitArguments, SFTConfig)).parse_args(["--help"])
     if "--sweep" in argv:
         return sweep(argv)
     kit, sft, explicit = parse(argv)

@@ -10,6 +10,7 @@ per-layer cost is their difference, and the full model's figure is the 1-layer f
 projection is an upper bound. Results: bench/results/gpu-<device>.json.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -32,7 +33,7 @@ def build(size: str, layers: int, device, dtype):
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     hidden, inter, _, heads, kv, head_dim = SHAPES[size]
-    config = Gemma2Config(vocab_size=256000 if size != "tiny" else 512, hidden_size=hidden,
+    config = Gemma2Config(vocab_size=256000 if size != "tiny" else 1200, hidden_size=hidden,
                           intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
                           num_key_value_heads=kv, head_dim=head_dim, attn_implementation="eager")
     torch.manual_seed(0)
@@ -41,16 +42,29 @@ def build(size: str, layers: int, device, dtype):
     return model
 
 
-def train_rate(model, seq: int, steps: int, device) -> float:
-    """LoRA (r 16, every projection) tokens/s over `steps` optimizer steps of batch 1."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], task_type="CAUSAL_LM"))
-    model.train()
+
+def save_random(size: str, layers: int, folder: Path) -> Path:
+    """The random model and a tokenizer saved as a checkpoint, so every backend loads it the way
+    it loads a real one (bnb quantizes on load, unsloth patches on load)."""
+    import torch
+
+    from kit.tiny import build_tokenizer, corpus_texts
+
+    model = build(size, layers, "cpu", torch.bfloat16)
+    model.save_pretrained(folder)
+    build_tokenizer(corpus_texts()).save_pretrained(folder)
+    return folder
+
+
+def train_rate(model, seq: int, steps: int, device) -> float:
+    """tokens/s over `steps` optimizer steps of batch 1 of a model that already has LoRA."""
+    import torch
+
+    model.train()  # before any forward: a 4-bit model run in eval mode first would not train
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, model.config.vocab_size, (1, seq), device=device)
+    ids = torch.randint(10, model.config.vocab_size, (1, seq), device=device)
     for step in range(steps + 1):  # the first step warms up and is not timed
         if step == 1:
             synchronize(device)
@@ -61,6 +75,34 @@ def train_rate(model, seq: int, steps: int, device) -> float:
         optimizer.zero_grad()
     synchronize(device)
     return seq * steps / (time.perf_counter() - start)
+
+
+def load_hf_bnb(folder: Path, device):
+    """The kit's own QLoRA path: nf4 + double quant, prepare_model_for_kbit_training, LoRA r 16."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from kit.models import bnb_config
+
+    compute = "bfloat16" if device == "cuda" else "float32"
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, quantization_config=bnb_config(compute), dtype=getattr(torch, compute),
+        attn_implementation="eager", device_map={"": 0} if device == "cuda" else None)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules=LORA_TARGETS,
+                                            task_type="CAUSAL_LM"))
+
+
+def load_unsloth(folder: Path, seq: int):
+    import torch
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(model_name=str(folder), max_seq_length=seq,
+                                                 dtype=torch.bfloat16, load_in_4bit=True,
+                                                 use_exact_model_name=True)
+    return FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, target_modules=LORA_TARGETS,
+                                            use_gradient_checkpointing="unsloth")
 
 
 def generate_rate(model, batch: int, prompt: int, new: int, device) -> float:
@@ -93,30 +135,62 @@ def peak_gb(device) -> float | None:
 
 
 def measure(size, layers, args, device, dtype) -> dict:
+    """Training (hf + bnb 4-bit QLoRA; unsloth where it imports) and generation (the 4-bit model at
+    each batch size) for one layer count."""
+    import tempfile
+
+    import torch
+
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_random(size, layers, Path(tmp))
+        backends = {"hf_bnb": lambda: load_hf_bnb(folder, device)}
+        if device == "cuda" and importlib.util.find_spec("unsloth") is not None:
+            backends["unsloth"] = lambda: load_unsloth(folder, args.seq)
+        for name, load in backends.items():
+            reset_peak(device)
+            try:
+                model = load()
+                result[f"{name}_train_tokens_per_s"] = train_rate(model, args.seq, args.steps, device)
+                result[f"{name}_train_peak_gb"] = peak_gb(device)
+            except Exception as err:  # a backend that cannot run here is reported, not fatal
+                result[f"{name}_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+            model = None
+            free(device)
+        model = load_hf_bnb(folder, device).base_model.model  # a fresh 4-bit load, no LoRA
+        for batch in args.batches:
+            reset_peak(device)
+            result[f"generate_b{batch}_tokens_per_s"] = generate_rate(model, batch, args.prompt, args.new, device)
+            result[f"generate_b{batch}_peak_gb"] = peak_gb(device)
+        model = None
+        free(device)
+    return result
+
+
+def reset_peak(device):
     import torch
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model = build(size, layers, device, dtype)
-    result = {"train_tokens_per_s": train_rate(model, args.seq, args.steps, device),
-              "train_peak_gb": peak_gb(device)}
-    model = build(size, layers, device, dtype)
-    for batch in args.batches:
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        result[f"generate_b{batch}_tokens_per_s"] = generate_rate(model, batch, args.prompt, args.new, device)
-        result[f"generate_b{batch}_peak_gb"] = peak_gb(device)
-    del model
+
+
+def free(device):
+    import gc
+
+    import torch
+
+    gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return result
 
 
 def scaled(one: dict, two: dict, layers: int) -> dict:
     """Time per token is additive over layers: t(L) = t(1) + (L - 1) (t(2) - t(1))."""
     out = {}
     for key, value in one.items():
-        if key.endswith("tokens_per_s"):
+        if isinstance(value, str) or key not in two:
+            out[key] = value
+        elif key.endswith("tokens_per_s"):
             t1, t2 = 1 / value, 1 / two[key]
             out[key] = 1 / (t1 + (layers - 1) * max(t2 - t1, 0))
         elif value is not None:

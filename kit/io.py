@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -14,8 +13,11 @@ class KitError(Exception):
     """An error in the user's input or setup; scripts print it without a traceback and exit 2."""
 
 
-def run_main(main, argv=None) -> None:
-    """Call `main(argv)`, turning a KitError into a one-line message and exit status 2."""
+def run_main(main, argv=None, resume_flag: str | None = None) -> None:
+    """Call `main(argv)` as a command: a KitError is one line and exit status 2; Ctrl-C is one line
+    (with the command that resumes, for a script that can) and 130; a closed pipe (`| head`) is
+    silent."""
+    import shlex
     import sys
 
     try:
@@ -23,27 +25,72 @@ def run_main(main, argv=None) -> None:
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        message = "interrupted"
+        if resume_flag:
+            args = sys.argv[:] + ([] if resume_flag in sys.argv else [resume_flag])
+            message += f"; finished work is saved. Resume with: python {shlex.join(args)}"
+        print(f"\n{message}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(0) from None
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where work on `path` happens until it is complete: `.<name>.partial` beside it. The name is
+    fixed, so a run killed mid-write leaves at most this one file, which the next run replaces."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
 
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", errors: str = "strict"):
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds.
+    """Write to `.<name>.partial` beside `path`; rename it over `path` only if the block succeeds.
 
-    A crash or an exception inside the block leaves no partial file behind.
+    A crash or an exception inside the block leaves no partial file behind; a kill leaves the
+    .partial file, which the next write replaces. Files get the umask's mode, like any other.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = partial_path(path)
     try:
         encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding, errors=None if "b" in mode else errors) as handle:
+        with open(tmp, mode, encoding=encoding, errors=None if "b" in mode else errors) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def check_output(path: str | os.PathLike, inputs: dict, flag: str = "--output",
+                 folder: bool = False) -> Path:
+    """Refuse, before any work, an output that is, contains or lies inside one of `inputs`
+    ({flag: path}), a file output that is a folder, and a parent that is a file or not writable."""
+    out = Path(path).expanduser().resolve()
+    for name, value in inputs.items():
+        if not value or not Path(value).expanduser().exists():
+            continue
+        source = Path(value).expanduser().resolve()
+        relation = ("is" if out == source else "contains" if out in source.parents
+                    else "lies inside" if source in out.parents else None)
+        if relation:
+            raise KitError(f"{flag} {path} {relation} {name} {value}: refusing to write over an input")
+    if out.is_dir() and not folder:
+        raise KitError(f"{flag} {path} is a folder; give a file name")
+    if out.exists() and folder and not out.is_dir():
+        raise KitError(f"{flag} {path} is a file; give a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise KitError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise KitError(f"{flag} {path}: {parent} is not writable")
+    return out
 
 
 # A lone surrogate can't be UTF-8 encoded; inside a JSON string its escape \udXXX is valid JSON,
@@ -88,9 +135,14 @@ def iter_jsonl(path: str | os.PathLike, skip_bad_lines: bool = False, bad_lines:
             if not raw.strip():
                 continue
             try:
-                yield line_no, json.loads(raw)
+                record = json.loads(raw)
+                if isinstance(record, list):
+                    raise json.JSONDecodeError("a JSON array, not JSONL (one object per line)", "", 0)
+                yield line_no, record
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 message = f"{path}:{line_no}: not valid JSON ({err})"
+                if raw.lstrip().startswith(b"[") and not skip_bad_lines:
+                    message = f"{path}:{line_no}: a JSON array, not JSONL (one object per line)"
                 if not skip_bad_lines:
                     raise KitError(message) from None
                 if bad_lines is not None:
@@ -109,6 +161,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
         raise KitError(f"{path}: no such config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise KitError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         raise KitError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):

@@ -6,10 +6,15 @@ stays instant and the CPU path never touches GPU-only packages.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from kit.io import KitError
+
+# Known-harmless library notices, silenced once for every script that loads a model:
+# bitsandbytes' CPU backend asks for the optional `kernels` package on every 4-bit load.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 BACKENDS = ("auto", "hf", "unsloth")
 # Every linear projection of the common architectures; phi-2 names its MLP fc1/fc2 and its
@@ -45,12 +50,21 @@ def bnb_config(compute_dtype: str = "bfloat16", quant_type: str = "nf4", double_
                               bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def check_model_path(name: str) -> None:
     """A local-looking path that does not exist is an error before anything heavy starts."""
     path = Path(name)
     looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") > 1
     if looks_local and not path.expanduser().exists():
         raise KitError(f"{name}: no such model directory")
+    folder = path.expanduser()
+    if folder.is_dir() and (folder / "config.json").exists() and not any(
+            (folder / f).exists() for f in TOKENIZER_FILES):
+        # transformers would build a 5-token placeholder tokenizer and carry on
+        raise KitError(f"{name}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); copy them from "
+                       "the base model's folder")
 
 
 def model_load_kwargs(name: str) -> dict:
@@ -84,7 +98,7 @@ def peak_memory() -> dict:
 
 
 def hub_token() -> str | None:
-    """HF_TOKEN, else a cached `huggingface-cli login`; never printed."""
+    """HF_TOKEN, else a cached `hf auth login`; never printed."""
     token = os.environ.get("HF_TOKEN")
     if token:
         return token
@@ -214,7 +228,17 @@ def load_for_generation(name: str, adapter: str | None = None, backend: str = "h
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except RuntimeError as err:
+            if "size mismatch" not in str(err):
+                raise
+            import json
+
+            base = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
+                "base_model_name_or_path")
+            raise KitError(f"{adapter} does not fit {name}: it was trained on {base!r}, whose layer "
+                           "sizes differ") from None
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 

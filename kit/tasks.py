@@ -138,6 +138,10 @@ def _clean_row(record: dict) -> dict:
     return row
 
 
+def _reject_constant(name: str):
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
 def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
     """Every problem of a submission file, each naming its line; an empty list means valid."""
     tasks = load_tasks(tasks_path)
@@ -152,7 +156,7 @@ def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
     for line_no, raw in enumerate(raw_lines, 1):
         where = f"{output_path}:{line_no}"
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError as err:
             problems.append(f"{where}: not valid UTF-8 ({err.reason})")
             continue

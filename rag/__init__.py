@@ -18,7 +18,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from kit.io import KitError, read_pairs
+from kit.io import KitError, atomic_open, read_pairs
 
 RETRIEVERS = ("bm25", "colbert")
 
@@ -86,16 +86,19 @@ class ColBERTRetriever:
         import torch
 
         path = self.cache_dir / f"colbert-{self._cache_key(documents)}.pt" if self.cache_dir else None
+        self.from_cache = False
         if path is not None and path.exists():
-            self.documents = torch.load(path)
-            self.from_cache = True
-        else:
+            try:
+                self.documents = torch.load(path)
+                self.from_cache = len(self.documents) == len(documents)
+            except Exception:  # a damaged cache file is as good as none: encode again
+                self.from_cache = False
+        if not self.from_cache:
             self.documents = [torch.as_tensor(e) for e in self.model.encode(
                 documents, is_query=False, batch_size=self.batch_size, show_progress_bar=False)]
-            self.from_cache = False
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(self.documents, path)
+                with atomic_open(path, "wb") as handle:
+                    torch.save(self.documents, handle)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         from pylate import rank

@@ -8,7 +8,7 @@ Prints one JSON line per hit, best first: {"rank", "score", "input", "output"}.
 import argparse
 import json
 
-from kit.io import run_main
+from kit.io import KitError, run_main
 from rag import RETRIEVERS, load_references, make_retriever
 
 
@@ -22,6 +22,8 @@ def main(argv=None):
     parser.add_argument("--model", help="ColBERT checkpoint (JaColBERT layout)")
     parser.add_argument("--cache_dir", default=".cache/rag")
     args = parser.parse_args(argv)
+    if args.k < 1:
+        raise KitError(f"--k must be at least 1 (got {args.k})")
     references = load_references(args.reference)
     retriever = make_retriever(args.retriever, args.model, args.cache_dir)
     retriever.index([r["input"] for r in references])

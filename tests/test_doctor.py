@@ -31,7 +31,7 @@ def test_bench_gpu_runs_on_tiny_shapes_here(tmp_path):
     spec.loader.exec_module(bench)
     report = bench.main(["--sizes", "tiny", "--batches", "1,4", "--out", str(tmp_path)])
     tiny = report["sizes"]["tiny"]
-    assert tiny["train_tokens_per_s"] > 0 and tiny["generate_b4_tokens_per_s"] > 0
+    assert tiny["hf_bnb_train_tokens_per_s"] > 0 and tiny["generate_b4_tokens_per_s"] > 0
     assert tiny["projected_100_tasks_s_here"] > 0 and "upper bound" in report["projection"]
     assert list(tmp_path.glob("gpu-*.json"))
     two = bench.scaled({"train_tokens_per_s": 100.0, "peak": 1.0}, {"train_tokens_per_s": 50.0, "peak": 1.5}, 4)

@@ -33,7 +33,7 @@ def test_requantize_reload_generate_and_template_added(tiny_gemma2_base, tmp_pat
     from transformers import AutoTokenizer
 
     assert "<start_of_turn>" in AutoTokenizer.from_pretrained(out).chat_template
-    assert not (tmp_path / "q.partial").exists()
+    assert not (tmp_path / ".q.partial").exists() and not (tmp_path / ".q.partial-merge").exists()
 
 
 def test_existing_chat_template_is_kept(tiny_gemma2, tmp_path):
@@ -88,7 +88,7 @@ def test_corrupted_merge_fails_the_check(tiny_gemma2, adapter, tmp_path, monkeyp
     with pytest.raises(KitError, match="logits differ from base\\+adapter"):
         quantize_push.main(["--model", str(tiny_gemma2), "--adapter", str(adapter), "--output", str(out),
                             "--merge_dtype", "float32"])
-    assert not out.exists() and not (tmp_path / "bad.partial").exists()
+    assert not out.exists() and not (tmp_path / ".bad.partial").exists()
 
 
 def test_no_quantize_saves_the_bf16_merge(tiny_gemma2, adapter, tmp_path):

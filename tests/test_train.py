@@ -155,6 +155,13 @@ def test_qlora_4bit_trains_on_cpu(tiny_gemma2, tmp_path):
                                    "--max_steps", "12"))
     losses = [p["loss"] for p in metrics["train_loss"]]
     assert losses[-1] < losses[0]
+    # bitsandbytes on a CPU with AVX512-BF16 repacks 4-bit weights after an eval-mode forward and
+    # training then silently does nothing: LoRA's B matrices (zero at init) must have moved
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / metrics["run"] / "adapter" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().max() > 0 for w in lora_b)
     config = json.loads((tmp_path / metrics["run"] / "adapter" / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == sorted(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
