@@ -50,6 +50,12 @@ def test_existing_chat_template_is_kept(tiny_gemma2, tmp_path):
 
 
 def test_merge_passes_the_logit_check_and_card_names_the_run(tiny_gemma2, adapter, tmp_path):
+    import infer
+
+    infer.main(["--model", str(tiny_gemma2), "--adapter", str(adapter), "--tasks",
+                str(ROOT / "data" / "sample_tasks.jsonl"), "--k", "0", "--max_new_tokens", "8",
+                "--repetition_penalty", "1.05", "--limit", "2", "--output", str(tmp_path / "o.jsonl"),
+                "--results_dir", str(adapter.parent.parent)])
     out = tmp_path / "merged-4bit"
     report = quantize_push.main(["--model", str(tiny_gemma2), "--adapter", str(adapter),
                                  "--output", str(out), "--merge_dtype", "float32",
@@ -62,6 +68,10 @@ def test_merge_passes_the_logit_check_and_card_names_the_run(tiny_gemma2, adapte
     assert f"python train.py --config {adapter.parent / 'config.yaml'}" in card
     assert f"--adapter {adapter}" in card and "Synthetic data" in card
     assert f"base_model: {tiny_gemma2}" in card
+    # what ran, not what was asked: max_steps 20 over 32 examples is more than the 1 epoch asked
+    epochs = json.loads((adapter.parent / "metrics.json").read_text())["epochs_run"]
+    assert epochs > 1 and f"{epochs} epochs run (num_train_epochs 1" in card
+    assert f"python infer.py --model {out} --tasks" in card and "--repetition_penalty 1.05" in card
 
 
 def yaml_load(path):
