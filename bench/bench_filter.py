@@ -18,11 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
 import pycld2  # noqa: E402
 import yaml  # noqa: E402
 
 from kit.filter_oracle import make_corpus, reference_filter, write_corpus  # noqa: E402
-from kit.io import pair_from_record  # noqa: E402
+from kit.io import pair_from_record, write_json  # noqa: E402
 
 
 def floor(path: Path) -> float:
@@ -73,9 +74,7 @@ def main():
             result.update(naive_s=round(naive_s, 2), speedup_vs_naive=round(naive_s / fast_s, 1),
                           identical_output=kept == expected, kept=len(kept))
             print(f"naive reference: {naive_s:.2f} s; identical output: {kept == expected}")
-    out = ROOT / "bench" / "results" / "filter.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(ROOT / "bench" / "results" / "filter.json", result)
     print(json.dumps(result, indent=2))
 
 

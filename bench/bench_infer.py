@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from kit.io import write_json  # noqa: E402
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -68,9 +70,7 @@ def main():
               "batched_s": round(batched_s, 2), "speedup": round(sequential_s / batched_s, 2),
               "identical_outputs": batched == sequential,
               "bm25_100_refs_100_queries_s": round(bm25_s, 3)}
-    out = ROOT / "bench" / "results" / "infer.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(ROOT / "bench" / "results" / "infer.json", result)
     print(json.dumps(result, indent=2))
 
 

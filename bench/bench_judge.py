@@ -14,6 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kit.io import write_json  # noqa: E402
+
 
 def answers_file(folder: Path, tasks, copies: int) -> Path:
     from kit.io import write_jsonl
@@ -74,9 +76,7 @@ def main():
                 print(f"openai backend, stub at {args.latency_ms:.0f} ms, {workers} worker(s): "
                       f"{seconds:.2f} s for {len(tasks)} tasks")
         result["openai_speedup_8_vs_1"] = round(result["openai_workers1_s"] / result["openai_workers8_s"], 2)
-    out = ROOT / "bench" / "results" / "judge.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(ROOT / "bench" / "results" / "judge.json", result)
     print(json.dumps(result, indent=2))
 
 
