@@ -107,7 +107,9 @@ def parse(argv):
     try:
         kit, sft = parser.parse_args_and_config(argv)
     except ValueError as err:
-        raise KitError(f"bad training arguments: {err}") from None
+        hint = (" (no GPU here: SFTConfig defaults to bf16 on a GPU; pass --bf16 false --use_cpu true, "
+                "or a CPU recipe such as --config configs/tiny_cpu.yaml)" if "bf16" in str(err) else "")
+        raise KitError(f"bad training arguments: {err}{hint}") from None
     explicit = set(raw) | flags
     return kit, sft, explicit
 
@@ -286,6 +288,7 @@ def build_trainer(kit, sft, explicit):
                      kit.lora_target_modules, sft.seed, sft.gradient_checkpointing, kit.load_in_4bit)
     trainer = SFTTrainer(model=model, args=sft, train_dataset=train_set, eval_dataset=eval_set,
                          processing_class=tokenizer)
+    quiet_progress(trainer)
     return trainer, run_dir, backend, counts
 
 
@@ -314,6 +317,24 @@ def check_run_state(kit, sft, run_dir: Path) -> None:
     if resume is None and checkpoints:
         raise KitError(f"{run_dir} holds an unfinished run ({checkpoints[-1].name}); continue it with "
                        "--resume_from_checkpoint true, or start again with --overwrite")
+
+
+def quiet_progress(trainer) -> None:
+    """The progress bar stays; the raw dict the trainer prints at every log step becomes one line."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class KitProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or self.training_bar is None or not logs:
+                return
+            parts = [f"{name} {logs[key]:.4g}" for key, name in (
+                ("loss", "loss"), ("eval_loss", "eval loss"), ("grad_norm", "grad norm"),
+                ("learning_rate", "lr")) if isinstance(logs.get(key), (int, float))]
+            if parts:
+                self.training_bar.write(f"step {state.global_step}/{state.max_steps}: " + ", ".join(parts))
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(KitProgress)
 
 
 def resuming(sft):

@@ -247,6 +247,7 @@ class OpenAIJudge:
                              max_retries=0, timeout=settings.judge_timeout)
         self.lock = threading.Lock()
         self.stopped = threading.Event()  # set on a refused request: nothing more is sent
+        self.reached = threading.Event()  # set once any request got an answer
         self.calls = 0
 
     def redact(self, text: str) -> str:
@@ -267,6 +268,7 @@ class OpenAIJudge:
                 response = self.client.chat.completions.create(
                     model=self.settings.judge_model, temperature=0,
                     messages=[{"role": "user", "content": prompt}], **extra)
+                self.reached.set()
                 return response, attempt
             except (openai.BadRequestError, openai.AuthenticationError,
                     openai.PermissionDeniedError, openai.NotFoundError) as err:
@@ -277,6 +279,12 @@ class OpenAIJudge:
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
                     openai.APIConnectionError, openai.APIStatusError) as err:
                 status = getattr(err, "status_code", None)
+                unreachable = (isinstance(err, openai.APIConnectionError)
+                               and not isinstance(err, openai.APITimeoutError))
+                if unreachable and not self.reached.is_set() and attempt >= 3:
+                    self.stopped.set()  # a server that never answered: say so now, not in an hour
+                    raise KitError(f"cannot reach the judge endpoint {self.settings.base_url} "
+                                   f"({self.redact(str(err))[:200]}); is the server running?") from None
                 if isinstance(err, openai.APIStatusError) and status < 500 and status != 429:
                     self.stopped.set()
                     raise KitError(f"judge endpoint {self.settings.base_url} answered {status} "

@@ -6,15 +6,10 @@ stays instant and the CPU path never touches GPU-only packages.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from kit.io import KitError
-
-# Known-harmless library notices, silenced once for every script that loads a model:
-# bitsandbytes' CPU backend asks for the optional `kernels` package on every 4-bit load.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 BACKENDS = ("auto", "hf", "unsloth")
 # Every linear projection of the common architectures; phi-2 names its MLP fc1/fc2 and its

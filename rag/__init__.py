@@ -65,9 +65,24 @@ class ColBERTRetriever:
                               f"({architectures}); PyLate will give it a random projection layer")
         elif model.startswith((".", "/")):
             raise KitError(f"{model}: no such ColBERT checkpoint")
-        from pylate import models
+        import logging
 
-        self.model = models.ColBERT(model_name_or_path=model, device=None)
+        from pylate import models
+        from transformers.utils import logging as transformers_logging
+
+        # A JaColBERT checkpoint is no sentence-transformers folder and keeps its projection in
+        # `linear.weight`, which PyLate loads itself: the libraries' notices about both (a
+        # 12-line load report) are expected, so they are silenced for this load only.
+        verbosity = transformers_logging.get_verbosity()
+        loader_log = logging.getLogger("pylate.models.colbert")
+        level = loader_log.level
+        transformers_logging.set_verbosity_error()
+        loader_log.setLevel(logging.ERROR)
+        try:
+            self.model = models.ColBERT(model_name_or_path=model, device=None)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+            loader_log.setLevel(level)
 
     def _cache_key(self, documents: list[str]) -> str:
         digest = hashlib.sha256(self.model_name.encode())

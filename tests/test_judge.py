@@ -259,3 +259,19 @@ def test_quadratic_weighted_kappa_known_values():
     assert quadratic_weighted_kappa([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == 1.0
     assert quadratic_weighted_kappa([1, 5], [5, 1]) == -1.0
     assert quadratic_weighted_kappa([1, 2, 3], [2, 3, 4]) == pytest.approx(4 / 7, abs=1e-4)
+
+
+def test_an_endpoint_that_never_answers_stops_the_run_quickly(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:4])
+    start = time.perf_counter()
+    with pytest.raises(KitError, match="cannot reach the judge endpoint .*is the server running"):
+        judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai", "--base_url",
+                    f"http://127.0.0.1:{port}/v1", "--judge_model", "stub", "--backoff_s", "0.01",
+                    "--cache_dir", str(tmp_path / "cache")])
+    assert time.perf_counter() - start < 30

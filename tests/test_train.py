@@ -297,3 +297,11 @@ def test_scored_sweep_trains_once_and_scores_each_inference_setting(tiny_gemma2,
     assert [float(r["score"]) for r in rows] == sorted(scores.values(), reverse=True)
     assert all(r["judge"] == "openai:stub" and r["prompt_hash"] for r in rows)
     assert (run / "train.log").exists() and (run / "infer" / "k2" / "infer.log").exists()
+
+
+def test_training_logs_are_one_line_per_step_not_raw_dicts(tiny_gemma2, tmp_path, capfd):
+    train.main(base_args(tiny_gemma2, tmp_path, "--max_steps", "4", "--logging_steps", "2",
+                         "--disable_tqdm", "false"))
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert "step 2/4: loss" in text and "{'loss'" not in text
