@@ -1,4 +1,4 @@
-"""Turn magpie conversations into instruction/response pairs and keep only clean Japanese ones.
+r"""Turn magpie conversations into instruction/response pairs and keep only clean Japanese ones.
 
     python filter_data.py --input data/sample_magpie.jsonl --output results/filtered.jsonl
     python filter_data.py --input llm-jp/magpie-sft-v1.0 --output filtered.jsonl \
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kit.io import (KitError, check_keys, check_output, load_yaml, pair_from_record, read_pairs,
                     run_main, write_json, write_jsonl)
-from kit.text import cld2_languages
+from kit.text import cld2_details
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"
 PARALLEL_MIN_RECORDS = 20_000  # below this, forking workers costs more than it saves
@@ -89,7 +89,7 @@ class FilterConfig:
 
 def language_ok(text: str, languages, min_percent) -> bool:
     """True when pycld2 reports one of `languages` at >= min_percent (raises pycld2.error)."""
-    return any(code in languages and percent >= min_percent for code, percent in cld2_languages(text))
+    return any(code in languages and percent >= min_percent for _, code, percent, _ in cld2_details(text))
 
 
 def char_counts(pairs) -> Counter:

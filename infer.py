@@ -1,4 +1,4 @@
-"""RAG few-shot inference over an elyza-tasks file into a validated output.jsonl.
+r"""RAG few-shot inference over an elyza-tasks file into a validated output.jsonl.
 
     python infer.py --model google/gemma-2-27b --adapter results/<run>/adapter \
         --tasks elyza-tasks-100-TV_0.jsonl --reference qa111.jsonl --k 20 \

@@ -1,4 +1,4 @@
-"""Score answers locally with the ELYZA 1-5 rubric, compare two trials, check a judge against people.
+r"""Score answers locally with the ELYZA 1-5 rubric, compare two trials, check a judge against people.
 
     python judge.py --answers results/<run>/output.jsonl --tasks elyza/ELYZA-tasks-100 \
         --judge_backend openai --base_url http://127.0.0.1:8000/v1 --judge_model Qwen/Qwen2.5-7B-Instruct

@@ -1,4 +1,4 @@
-"""Requantize a base model to bitsandbytes 4-bit, or merge a trained LoRA and quantize the result;
+r"""Requantize a base model to bitsandbytes 4-bit, or merge a trained LoRA and quantize the result;
 verify the saved folder, write a model card, and push it to the Hub.
 
     python quantize_push.py --model google/gemma-2-27b --output models/gemma-2-27b-bnb-4bit \

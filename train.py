@@ -1,4 +1,4 @@
-"""LoRA SFT of a causal LM on instruction/response pairs: unsloth on a GPU, transformers + peft
+r"""LoRA SFT of a causal LM on instruction/response pairs: unsloth on a GPU, transformers + peft
 (+ bitsandbytes for 4-bit) elsewhere, with the prompt template infer.py uses.
 
     python train.py --config configs/gemma2_27b_seed.yaml --data_files filtered.jsonl qa111.jsonl

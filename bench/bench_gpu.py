@@ -139,8 +139,6 @@ def measure(size, layers, args, device, dtype) -> dict:
     each batch size) for one layer count."""
     import tempfile
 
-    import torch
-
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_random(size, layers, Path(tmp))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pycld2
+
 # Every code point that makes pycld2 raise (found by trying all 0x110000): C0/C1 controls other
 # than tab/newline/CR/FF, lone surrogates, and the Unicode noncharacters (U+FDD0-U+FDEF and the
 # last two of each plane). They are removed for detection only; the stored text keeps them.
@@ -15,27 +17,22 @@ def sanitize_for_cld2(text: str) -> str:
     return CLD2_UNSAFE.sub("", text)
 
 
-def cld2_languages(text: str) -> list[tuple[str, int]]:
-    """[(language code, percent of the text)] as pycld2 reports them (raises pycld2.error on
-    text it cannot classify at all)."""
-    import pycld2
-
+def cld2_details(text: str) -> tuple:
+    """pycld2's top languages as (name, code, percent, score) tuples; sanitized on a retry, so only
+    text it cannot classify at all raises pycld2.error."""
     try:
-        details = pycld2.detect(text)[2]
+        return pycld2.detect(text)[2]
     except (pycld2.error, ValueError):  # ValueError: surrogates cannot be encoded
-        details = pycld2.detect(sanitize_for_cld2(text))[2]
-    return [(code, percent) for _, code, percent, _ in details]
+        return pycld2.detect(sanitize_for_cld2(text))[2]
 
 
 def non_japanese_share(text: str) -> float:
     """1 - pycld2's Japanese share of the text (0 for text too short or odd to classify)."""
-    import pycld2
-
     try:
-        languages = cld2_languages(text)
+        details = cld2_details(text)
     except pycld2.error:
         return 0.0
-    known = [(code, percent) for code, percent in languages if code != "un"]
+    known = [(code, percent) for _, code, percent, _ in details if code != "un"]
     if not known:
         return 0.0
     return round(1 - sum(percent for code, percent in known if code == "ja") / 100, 3)

@@ -15,7 +15,7 @@ import infer
 import quantize_push
 import train
 from kit import models as kit_models
-from kit.io import KitError, atomic_open, check_output, iter_jsonl, write_jsonl
+from kit.io import KitError, check_output, iter_jsonl, write_jsonl
 from kit.tasks import validate_output
 
 from conftest import ROOT

@@ -263,7 +263,7 @@ def test_push_adapter_sends_the_adapter_and_never_prints_the_token(tiny_gemma2, 
 
 def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(KitError, match="HF_TOKEN"):
+    with pytest.raises(KitError, match="HF_TOKEN .*`hf auth login`"):
         train.main(base_args(tiny_gemma2, tmp_path, "--push_to_hub", "me/tiny-lora"))
 
 
