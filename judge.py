@@ -207,4 +207,4 @@ def agree_main(argv) -> dict:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, resume_note="judgments so far are cached: rerun the same command to go on")

@@ -5,6 +5,7 @@ r"""LoRA SFT of a causal LM on instruction/response pairs: unsloth on a GPU, tra
     python train.py --config configs/tiny_cpu.yaml --model_name_or_path results/demo/models/tiny-gemma2 \
         --data_files results/demo/filtered.jsonl
     python train.py --config configs/tiny_cpu.yaml ... --sweep lora_r=8,16 lora_alpha=16,32
+    python train.py --config ... --sweep lora_r=32,64 k=10,20 --score score.yaml  # judged trials
     accelerate launch train.py --config ... --backend hf         # several GPUs (DDP/FSDP/DeepSpeed)
     python train.py --config results/<run>/config.yaml --overwrite   # rerun a run exactly
 
@@ -571,4 +572,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, resume_note="to continue from the last saved checkpoint, rerun with "
+                               "--resume_from_checkpoint true")

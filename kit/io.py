@@ -13,10 +13,10 @@ class KitError(Exception):
     """An error in the user's input or setup; scripts print it without a traceback and exit 2."""
 
 
-def run_main(main, argv=None, resume_flag: str | None = None) -> None:
+def run_main(main, argv=None, resume_flag: str | None = None, resume_note: str | None = None) -> None:
     """Call `main(argv)` as a command: a KitError is one line and exit status 2; Ctrl-C is one line
-    (with the command that resumes, for a script that can) and 130; a closed pipe (`| head`) is
-    silent."""
+    (with how to resume, for a script that can: the flag to add, or a note) and 130; a closed pipe
+    (`| head`) is silent."""
     import shlex
     import sys
 
@@ -30,6 +30,8 @@ def run_main(main, argv=None, resume_flag: str | None = None) -> None:
         if resume_flag:
             args = sys.argv[:] + ([] if resume_flag in sys.argv else [resume_flag])
             message += f"; finished work is saved. Resume with: python {shlex.join(args)}"
+        elif resume_note:
+            message += f"; {resume_note}"
         print(f"\n{message}", file=sys.stderr)
         raise SystemExit(130) from None
     except BrokenPipeError:

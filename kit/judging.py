@@ -332,12 +332,13 @@ class OpenAIJudge:
         pool = ThreadPoolExecutor(max_workers=self.settings.workers)
         futures = [pool.submit(self.judge_one, prompt, mode) for prompt in prompts]
         try:
-            return [future.result() for future in futures]
-        except BaseException:  # a refused request or Ctrl-C: send nothing more
-            pool.shutdown(wait=True, cancel_futures=True)
+            results = [future.result() for future in futures]
+        except BaseException:  # a refused request or Ctrl-C: send nothing more, wait for nothing
+            self.stopped.set()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
-        finally:
-            pool.shutdown(wait=True)
+        pool.shutdown()
+        return results
 
 
 class TransientFailure(Exception):
