@@ -49,7 +49,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 
 
 def check_model_path(name: str) -> None:
-    """A local-looking path that does not exist is an error before anything heavy starts."""
+    """Before anything heavy starts: a local-looking path that does not exist, or a model folder
+    without tokenizer files, is an error."""
     path = Path(name)
     looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") > 1
     if looks_local and not path.expanduser().exists():

@@ -1,4 +1,5 @@
-"""The competition's files: the task loader for elyza-tasks JSONL and the output.jsonl validator."""
+"""The competition's files: task files (JSONL, CSV, parquet, a Hub dataset), the output.jsonl
+validator, and the guard against task inputs repeated in development data."""
 from __future__ import annotations
 
 import json
