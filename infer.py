@@ -22,7 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from kit.generation import Generation, Sampling, banned_sequences, clean_answer, generate_batch
-from kit.io import KitError, atomic_open, check_output, load_yaml, run_main, write_json, write_jsonl
+from kit.io import (KitError, atomic_open, check_output, iter_jsonl, load_yaml, run_main, write_json,
+                    write_jsonl)
 from kit.models import peak_memory
 from kit.tasks import LEAK_MARKERS, load_tasks, validate_output
 from rag import load_references
@@ -189,17 +190,10 @@ def previous_records(path, tasks) -> dict:
     """{task key: record} from a file this script wrote earlier, for tasks still in the task file;
     unreadable lines are ignored (they are answered again)."""
     known = set(task_keys(tasks))
-    records = {}
-    if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-                key = json.dumps(record["task_id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-            if key in known:
-                records[key] = record
-    return records
+    if not Path(path).exists():
+        return {}
+    return {key: record for _, record in iter_jsonl(path, skip_bad_lines=True)
+            if isinstance(record, dict) and (key := json.dumps(record.get("task_id"))) in known}
 
 
 def previous_answers(path, tasks) -> dict:

@@ -23,7 +23,7 @@ import time
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from kit.io import KitError, atomic_open, load_yaml, read_pairs, run_main, write_json
+from kit.io import KitError, atomic_open, did_you_mean, load_yaml, read_pairs, run_main, write_json
 from kit.models import hub_token
 from kit.trials import update_trials_table
 
@@ -56,13 +56,6 @@ class KitArguments:
     push_adapter_to: str | None = field(default=None, metadata={"help": "hub repo; token from HF_TOKEN"})
 
 
-def did_you_mean(names, valid) -> str:
-    import difflib
-
-    return "; ".join(f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
-                     for k in names)
-
-
 def join_negative_numbers(argv) -> list[str]:
     """`--learning_rate -1e-4` reaches the range check instead of argparse's "expected one
     argument" (argparse reads -1e-4 as an option)."""
@@ -87,7 +80,7 @@ def parse(argv):
         if i + 1 < len(argv) and not argv[i + 1].startswith("--") and argv[i + 1].lower() not in (
                 "true", "false"):
             argv[i:i + 2] = ["--push_adapter_to", argv[i + 1]]
-    valid = {f.name for f in fields(KitArguments)} | {f.name for f in fields(SFTConfig)}
+    valid = training_option_names()
     raw = {}
     if "--config" in argv:
         i = argv.index("--config")
@@ -354,7 +347,7 @@ def train(kit, sft, explicit) -> dict:
     trainer, run_dir, backend, counts = build_trainer(kit, sft, explicit)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    session = SessionCounter()
+    session = session_counter()
     trainer.add_callback(session)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resuming(sft))
@@ -375,17 +368,19 @@ def train(kit, sft, explicit) -> dict:
     return metrics
 
 
-class SessionCounter:
-    """Where a (possibly resumed) run stood when this process started training, so throughput
-    counts only this session's tokens; on_train_begin runs after a checkpoint's state is loaded."""
+def session_counter():
+    """A callback noting where a (possibly resumed) run stood when this process started training,
+    so throughput counts only this session's tokens; on_train_begin runs after a checkpoint's
+    state is loaded."""
+    from transformers import TrainerCallback
 
-    def __getattr__(self, name):  # the other TrainerCallback hooks: nothing to do
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
+    class SessionCounter(TrainerCallback):
+        tokens_at_start = step_at_start = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.tokens_at_start, self.step_at_start = state.num_input_tokens_seen, state.global_step
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.tokens_at_start, self.step_at_start = state.num_input_tokens_seen, state.global_step
+
+    return SessionCounter()
 
 
 def collect_metrics(trainer, result, runtime, session, backend, counts, versions) -> dict:

@@ -172,6 +172,14 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def did_you_mean(names, valid) -> str:
+    """`name (did you mean closest, next)` for each unknown name, joined by "; "."""
+    import difflib
+
+    return "; ".join(f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
+                     for k in names)
+
+
 def check_keys(given: Iterable[str], valid: Iterable[str], where: str) -> None:
     unknown = sorted(set(given) - set(valid))
     if unknown:

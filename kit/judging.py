@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from kit.io import KitError, iter_jsonl, write_json, write_jsonl
+from kit.io import KitError, did_you_mean, iter_jsonl, write_json, write_jsonl
 
 BACKENDS = ("hf", "openai")
 MODES = ("auto", "logprob", "digit", "json")
@@ -54,11 +54,7 @@ class JudgeSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - set(ignore))
         if unknown:
-            import difflib
-
-            hints = [f"{k} (did you mean {', '.join(difflib.get_close_matches(k, known, 2)) or '?'})"
-                     for k in unknown]
-            raise KitError(f"{where}: unknown judge key(s): {'; '.join(hints)}")
+            raise KitError(f"{where}: unknown judge key(s): {did_you_mean(unknown, known)}")
         settings = cls(**{k: v for k, v in data.items() if k in known})
         settings.check(where)
         return settings
@@ -100,10 +96,9 @@ def add_arguments(parser) -> None:
         if isinstance(default, bool):
             parser.add_argument(f"--{f.name}", action="store_true")
         else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             choices = {"judge_backend": BACKENDS, "judge_mode": MODES}.get(f.name)
-            parser.add_argument(f"--{f.name}", type=kind, default=default, choices=choices,
-                                help=f"default: {default}")
+            parser.add_argument(f"--{f.name}", type=str if default is None else type(default),
+                                default=default, choices=choices, help=f"default: {default}")
 
 
 def settings_from_args(args) -> JudgeSettings:
@@ -378,17 +373,15 @@ def cache_key(settings: JudgeSettings, mode: str, prompt_hash: str, rendered: st
                                                                           "surrogatepass")).hexdigest()
 
 
-def judge_items(items: list[dict], settings: JudgeSettings, judge=None) -> tuple[list[dict], object]:
-    """Judge each item's `prompt` (cached); returns (results in order, the judge used or None).
-
-    `judge` may be passed in to reuse a loaded model; it is made only when something is not cached.
-    """
+def judge_items(items: list[dict], settings: JudgeSettings) -> tuple[list[dict], object]:
+    """Judge each item's `prompt` (cached); returns (results in order, the judge made, or None when
+    everything came from the cache: no model is loaded then)."""
     from tqdm import tqdm
 
     mode = settings.resolved_mode()
     cache = Path(settings.cache_dir)
     prompt_hash = items[0]["prompt_hash"] if items else ""
-    results = [None] * len(items)
+    results, judge = [None] * len(items), None
     todo = []
     for i, item in enumerate(items):
         item["key"] = cache_key(settings, mode, prompt_hash, item["prompt"])
@@ -401,7 +394,7 @@ def judge_items(items: list[dict], settings: JudgeSettings, judge=None) -> tuple
                 pass  # a damaged cache entry is judged again
         todo.append(i)
     if todo:
-        judge = judge or make_judge(settings)
+        judge = make_judge(settings)
         step = settings.judge_batch_size if judge.name == "hf" else max(1, settings.workers) * 4
         with tqdm(total=len(todo), desc="judge", unit="task", file=sys.stderr) as bar:
             for start in range(0, len(todo), step):
@@ -455,7 +448,7 @@ def warn_self_preference(settings: JudgeSettings) -> None:
 
 
 def score_answers(answers_path, tasks: list[dict], settings: JudgeSettings, out_dir,
-                  tasks_label: str = "", judge=None) -> dict:
+                  tasks_label: str = "") -> dict:
     """Judge every answer and write scores.jsonl and score.json into out_dir; return score.json."""
     from prompts import load_judge_prompt
 
@@ -479,7 +472,7 @@ def score_answers(answers_path, tasks: list[dict], settings: JudgeSettings, out_
                       "prompt": prompt.render(task["input"], task["output"], task.get("eval_aspect", ""),
                                               text, "json" if mode == "json" else "digit")})
     warn_self_preference(settings)
-    results, judge = judge_items(items, settings, judge)
+    results, judge = judge_items(items, settings)
     for item, result in zip(items, results):
         row = item["row"]
         score = result.get("expected", result.get("grade"))

@@ -53,9 +53,10 @@ def collect_rows(results_dir: Path) -> list[dict]:
             for inference, path in inference_failures:  # trained, but answering or judging failed
                 rows.append(dict(base, inference=inference, status="failed", error=_read(path).get("error")))
         elif failed_file.exists():
+            failed = _read(failed_file)
             row = {key: None for key in COLUMNS}
-            row.update(run=run_dir.name, inference=_read(failed_file).get("inference", ""),
-                       status="failed", error=_read(failed_file).get("error"))
+            row.update(run=run_dir.name, inference=failed.get("inference", ""), status="failed",
+                       error=failed.get("error"))
             rows.append(row)
     return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0),
                                        r["best_eval_loss"] is None, r["best_eval_loss"] or 0))
