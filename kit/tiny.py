@@ -85,18 +85,17 @@ def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 128) -> Pa
     projection beside the encoder weights, `artifact.metadata`, and a WordPiece tokenizer."""
     import torch
     from safetensors.torch import save_file
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(strip_accents=False, lowercase=False)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # CJK characters split one by one
-    wordpiece.train_from_iterator(corpus_texts(), trainers.WordPieceTrainer(
-        vocab_size=2000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]",
-                                         "[unused1]"], show_progress=False))
-    vocab = dict(sorted(wordpiece.get_vocab().items(), key=lambda item: item[1]))
+    # A fixed vocabulary (every corpus character, alone and as a `##` continuation, sorted): a
+    # trained WordPiece vocabulary breaks ties differently from run to run, and so would the
+    # retrieval tests built on it.
+    characters = sorted({c for text in corpus_texts() for c in text if not c.isspace()})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused1]"]
+    tokens = specials + characters + [f"##{c}" for c in characters]
+    vocab = {token: index for index, token in enumerate(tokens)}
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=False, tokenize_chinese_chars=True)
     tokenizer.save_pretrained(out_dir)
     config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
@@ -116,6 +115,9 @@ def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 128) -> Pa
         # towards long documents.
         embeddings = encoder.embeddings.word_embeddings.weight
         embeddings[tokenizer.mask_token_id] = embeddings[tokenizer.sep_token_id]
+        # A character inside a word is the same character: `##c` shares the vector of `c`.
+        for c in characters:
+            embeddings[vocab[f"##{c}"]] = embeddings[vocab[c]]
     weights = {f"bert.{name}": tensor.contiguous() for name, tensor in encoder.state_dict().items()}
     weights["linear.weight"] = torch.randn(dim, config.hidden_size) / config.hidden_size ** 0.5
     save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})
