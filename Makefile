@@ -1,15 +1,15 @@
-# make test | make demo | make bench   (the first run creates .venv and installs the pins, ~2 min)
+# make test | make demo | make lint | make bench   (the first run creates .venv and installs the pins, ~5 min)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN := OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python
 DEMO := results/demo
 
-.PHONY: install install-gpu test demo bench check-gpu-resolution clean-demo
+.PHONY: install install-gpu test lint demo bench check-gpu-resolution clean-demo
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	touch $@
 
@@ -22,6 +22,11 @@ install-gpu: install
 
 test: install
 	$(RUN) -m pytest -q tests
+
+# ruff (pinned in requirements-dev.txt, configured in pyproject.toml) and the shape targets
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python tools/code_shape.py
 
 # The whole pipeline on the bundled tiny setup: every stage's real code, tiny random weights.
 demo: install
@@ -37,11 +42,9 @@ demo: install
 		--max_new_tokens 48 --ban "###" --ban "質問" --results_dir $(DEMO)/runs \
 		--output $(DEMO)/output.jsonl
 	$(RUN) infer.py validate --tasks data/sample_tasks.jsonl --output $(DEMO)/output.jsonl
-	$(RUN) infer.py --model $(DEMO)/models/tiny-gemma2 \
-		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
-		--tasks data/dev_tasks.jsonl --reference data/sample_reference_qa.jsonl --k 3 \
-		--max_new_tokens 48 --results_dir $(DEMO)/runs \
-		--output $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/dev_output.jsonl --judge configs/judge_tiny.yaml
+	$(RUN) infer.py --config configs/score_dev.yaml --judge configs/score_dev.yaml \
+		--model $(DEMO)/models/tiny-gemma2 --adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
+		--results_dir $(DEMO)/runs --output $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/dev_output.jsonl
 	$(RUN) -m kit.trials $(DEMO)/runs
 	$(RUN) quantize_push.py --model $(DEMO)/models/tiny-gemma2 \
 		--adapter $(DEMO)/runs/r8-a16-lr0.01-s120-alpaca_ja/adapter \
@@ -63,7 +66,7 @@ bench: install
 MIRROR_GAPS := nvidia-nccl-cu13==2.29.7 nvidia-cuda-cupti==13.0.85
 check-gpu-resolution: install
 	grep -v '^unidic-lite' requirements.txt > /tmp/kit-requirements-cpu.txt
-	$(BIN)/python -m kit.stub_wheels /tmp/kit-stub-wheels $(MIRROR_GAPS) > /dev/null
+	$(BIN)/python tools/stub_wheels.py /tmp/kit-stub-wheels $(MIRROR_GAPS) > /dev/null
 	for py in 3.11 3.12; do \
 		$(BIN)/pip install --dry-run --quiet --ignore-installed --only-binary=:all: \
 			--python-version $$py $(foreach n,17 24 27 28 31 34 35,--platform manylinux_2_$(n)_x86_64) \

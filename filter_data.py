@@ -19,72 +19,24 @@ Output lines are {"instruction", "response"} in input order; a report goes to <o
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import re
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
-from kit.io import (KitError, check_keys, check_output, load_yaml, pair_from_record, read_pairs,
-                    run_main, write_json, write_jsonl)
+from kit.io import KitError, check_output, pair_from_record, read_pairs, run_main, write_json, write_jsonl
+from kit.readers import read_records
+from kit.settings import parse_settings
+from kit.stage_settings import FILTER_RULES, FilterSettings
 from kit.text import cld2_details
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "filter_ja.yaml"
 PARALLEL_MIN_RECORDS = 20_000  # below this, forking workers costs more than it saves
 CHUNK_RECORDS = 2_000  # records per task handed to a worker
 REASONS = ("ng_word", "instruction_ng_word", "rare_char", "empty", "language", "detection_error",
            "length", "duplicate", "rare_char_second_pass")
-
-
-@dataclass
-class FilterConfig:
-    replace: dict = field(default_factory=dict)
-    ng_words: list = field(default_factory=list)
-    instruction_ng_words: list = field(default_factory=list)
-    languages: list = field(default_factory=lambda: ["ja"])
-    min_language_percent: float = 60
-    rare_char_max_count: int | None = 19  # None turns the first rare-character pass off
-    second_pass_rare_char_max_count: int | None = 9
-    # The same passes with a count relative to corpus size (characters seen at most this often per
-    # million characters); when set they replace the absolute counts above, which on small data
-    # drop common kana.
-    rare_char_per_million: float | None = None
-    second_pass_rare_char_per_million: float | None = None
-    dedup: bool = False
-    min_chars: int | None = None  # bounds on len(instruction) and len(response) alike
-    max_chars: int | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str) -> "FilterConfig":
-        check_keys(data, [f.name for f in fields(cls)], where)
-        config = cls(**{k: v for k, v in data.items() if v is not None or k.endswith("count")})
-        if not isinstance(config.replace, dict):
-            raise KitError(f"{where}: `replace` must be a mapping of old text to new text")
-        for name in ("ng_words", "instruction_ng_words", "languages"):
-            words = getattr(config, name)
-            if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
-                raise KitError(f"{where}: `{name}` must be a list of non-empty strings")
-        if not all(isinstance(k, str) and k for k in config.replace):
-            raise KitError(f"{where}: `replace` keys must be non-empty strings")
-        for name in ("rare_char_per_million", "second_pass_rare_char_per_million"):
-            value = getattr(config, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not value >= 0):
-                raise KitError(f"{where}: `{name}` must be a number >= 0 or null (got {value!r})")
-        for name in ("rare_char_max_count", "second_pass_rare_char_max_count", "min_chars", "max_chars"):
-            value = getattr(config, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise KitError(f"{where}: `{name}` must be an integer or null (got {value!r})")
-        percent = config.min_language_percent
-        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
-            raise KitError(f"{where}: `min_language_percent` must be a number from 0 to 100 (got {percent!r})")
-        if not isinstance(config.dedup, bool):
-            raise KitError(f"{where}: `dedup` must be true or false")
-        config.replace = {k: "" if v is None else str(v) for k, v in config.replace.items()}
-        return config
 
 
 def language_ok(text: str, languages, min_percent) -> bool:
@@ -135,7 +87,7 @@ class Matcher:
 
 
 class Rules:
-    def __init__(self, config: FilterConfig, rare_chars: set):
+    def __init__(self, config: FilterSettings, rare_chars: set):
         self.config = config
         self.replacer = Matcher(config.replace) if config.replace else None
         self.ng = Matcher(config.ng_words)
@@ -230,64 +182,30 @@ def _run_chunks(function, total: int, workers: int, desc: str):
 
 
 def load_pairs(path: str, skip_bad_lines: bool, workers: int, report: dict):
-    """[(line_no, (instruction, response))] and character counts of a local file or hub dataset."""
+    """[(line_no, (instruction, response))] and character counts of a local file or Hub dataset.
+    JSONL is parsed in forked workers; other formats go through the kit's one reader."""
     global _LINES
     local = Path(path)
-    if local.suffix == ".jsonl" or (local.is_file() and local.suffix not in (".json", ".parquet")):
-        if not local.is_file():
-            raise KitError(f"{local}: no such file")
-        _LINES = local.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
-        results = _run_chunks(_parse_range, len(_LINES), workers, "parse")
-        _LINES = []
-        pairs, counts, bad, unusable = [], Counter(), [], 0
-        for parsed, unusable_lines, bad_lines, chunk_counts in results:
-            pairs.extend(parsed)
-            counts.update(chunk_counts)
-            bad.extend(bad_lines)
-            unusable += len(unusable_lines)
-        if bad and not skip_bad_lines:
-            line_no, message = bad[0]
-            raise KitError(f"{local}:{line_no}: not valid JSON ({message}); "
-                           "pass --skip_bad_lines to count and skip such lines")
-        report["bad_lines"], report["records_without_text"] = len(bad), unusable
-        return pairs, counts
-    if local.suffix == ".json":
-        import json
-
-        if not local.is_file():
-            raise KitError(f"{local}: no such file")
-        try:
-            rows = json.loads(local.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as err:
-            raise KitError(f"{local}: not UTF-8 ({err.reason} at byte {err.start})") from None
-        except json.JSONDecodeError as err:
-            raise KitError(f"{local}:{err.lineno}: not valid JSON ({err.msg})") from None
-        rows = rows if isinstance(rows, list) else [rows]
-    elif local.suffix == ".parquet":
-        import pandas
-
-        if not local.is_file():
-            raise KitError(f"{local}: no such file")
-        try:
-            rows = pandas.read_parquet(local).to_dict("records")
-        except Exception as err:  # pyarrow's errors for a damaged file vary by damage
-            raise KitError(f"{local}: not a readable parquet file ({type(err).__name__}: "
-                           f"{str(err)[:200]})") from None
-        for row in rows:  # parquet gives numpy arrays for list columns
-            if hasattr(row.get("conversations"), "tolist"):
-                row["conversations"] = row["conversations"].tolist()
-    else:
-        import datasets
-
-        try:
-            rows = datasets.load_dataset(path, split="train")
-        except Exception as err:
-            raise KitError(f"{path}: not a local file, and the hub dataset could not be loaded "
-                           f"({type(err).__name__}: {err})") from None
-    numbered = [(n, pair_from_record(row)) for n, row in enumerate(rows, 1)]
-    pairs = [(n, pair) for n, pair in numbered if pair is not None]
-    report["bad_lines"], report["records_without_text"] = 0, len(numbered) - len(pairs)
-    return pairs, char_counts(pair for _, pair in pairs)
+    if local.suffix.lower() in (".json", ".parquet", ".csv") or not local.exists():
+        numbered = [(n, pair_from_record(row)) for n, row in read_records(path, split="train")]
+        pairs = [(n, pair) for n, pair in numbered if pair is not None]
+        report["bad_lines"], report["records_without_text"] = 0, len(numbered) - len(pairs)
+        return pairs, char_counts(pair for _, pair in pairs)
+    _LINES = local.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    results = _run_chunks(_parse_range, len(_LINES), workers, "parse")
+    _LINES = []
+    pairs, counts, bad, unusable = [], Counter(), [], 0
+    for parsed, unusable_lines, bad_lines, chunk_counts in results:
+        pairs.extend(parsed)
+        counts.update(chunk_counts)
+        bad.extend(bad_lines)
+        unusable += len(unusable_lines)
+    if bad and not skip_bad_lines:
+        line_no, message = bad[0]
+        raise KitError(f"{local}:{line_no}: not valid JSON ({message}); "
+                       "pass --skip_bad_lines to count and skip such lines")
+    report["bad_lines"], report["records_without_text"] = len(bad), unusable
+    return pairs, counts
 
 
 def rare_threshold(absolute: int | None, per_million: float | None, counts: Counter) -> float | None:
@@ -297,13 +215,13 @@ def rare_threshold(absolute: int | None, per_million: float | None, counts: Coun
     return absolute
 
 
-def filter_pairs(pairs: list, counts: Counter, config: FilterConfig, workers: int, report: dict):
+def filter_pairs(pairs: list, counts: Counter, config: FilterSettings, report: dict):
     """The kept (instruction, response) pairs, in input order; fills report's counters."""
     global _PAIRS, _RULES
     max_count = rare_threshold(config.rare_char_max_count, config.rare_char_per_million, counts)
     rare = {c for c, n in counts.items() if max_count is not None and n <= max_count}
     _PAIRS, _RULES = pairs, Rules(config, rare)
-    judged = [r for chunk in _run_chunks(_judge_range, len(pairs), workers, "filter") for r in chunk]
+    judged = [r for chunk in _run_chunks(_judge_range, len(pairs), config.workers, "filter") for r in chunk]
     _PAIRS, _RULES = [], None
     rare_pattern = char_class(rare)
     dropped, dropped_chars, kept, seen = Counter(), Counter(), [], set()
@@ -357,78 +275,40 @@ def filter_pairs(pairs: list, counts: Counter, config: FilterConfig, workers: in
     return kept
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help=".jsonl/.json/.parquet or a hub dataset")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--extra", action="append", default=[],
-                        help="extra QA file appended to the output (repeatable)")
-    parser.add_argument("--filter_extra", action="store_true",
-                        help="send --extra files through the filter instead of around it")
-    parser.add_argument("--skip_bad_lines", action="store_true")
-    parser.add_argument("--workers", type=int, default=min(2, multiprocessing.cpu_count()))
-    group = parser.add_argument_group("config overrides")
-    group.add_argument("--ng_words", nargs="*")
-    group.add_argument("--instruction_ng_words", nargs="*")
-    group.add_argument("--languages", nargs="+")
-    group.add_argument("--min_language_percent", type=float)
-    group.add_argument("--rare_char_max_count", type=int, help="negative turns the pass off")
-    group.add_argument("--second_pass_rare_char_max_count", type=int, help="negative: off")
-    group.add_argument("--rare_char_per_million", type=float,
-                       help="relative first pass: rare = seen at most this often per million chars")
-    group.add_argument("--second_pass_rare_char_per_million", type=float)
-    group.add_argument("--dedup", action=argparse.BooleanOptionalAction)
-    group.add_argument("--min_chars", type=int)
-    group.add_argument("--max_chars", type=int)
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    check_output(args.output, {"--input": args.input, "--config": args.config,
-                               **{f"--extra {e}": e for e in args.extra}})
-    check_output(f"{args.output}.report.json", {"--input": args.input}, "--output's report")
-    if args.workers < 1:
-        raise KitError("--workers must be at least 1")
-    if args.min_language_percent is not None and not 0 <= args.min_language_percent <= 100:
-        raise KitError(f"--min_language_percent must be a number from 0 to 100 "
-                       f"(got {args.min_language_percent})")
-    start = time.perf_counter()
-    data = load_yaml(args.config)
-    for key in [f.name for f in fields(FilterConfig)]:
-        value = getattr(args, key, None)
-        if value is not None:
-            data[key] = None if key.endswith("max_count") and value < 0 else value
-    config = FilterConfig.from_dict(data, args.config)
-    report = {"input": args.input, "output": args.output, "config": asdict(config)}
-    pairs, counts = load_pairs(args.input, args.skip_bad_lines, args.workers, report)
-    extras = []
-    for extra in args.extra:
-        extras.extend((row["instruction"], row["response"]) for row in read_pairs(extra))
-    if args.filter_extra:
-        pairs = pairs + [(None, pair) for pair in extras]
-        counts.update(char_counts(extras))
-    if not pairs:
-        raise KitError(f"{args.input}: no usable records (empty input?)")
-    kept = filter_pairs([pair for _, pair in pairs], counts, config, args.workers, report)
-    if not args.filter_extra:
-        kept += extras
-    write_jsonl(args.output, ({"instruction": i, "response": r} for i, r in kept))
-    elapsed = time.perf_counter() - start
-    report.update(records_in=len(pairs), extra_records=len(extras), records_out=len(kept),
-                  elapsed_s=round(elapsed, 3), records_per_s=round(len(pairs) / elapsed, 1))
-    write_json(f"{args.output}.report.json", report)
-    print(f"{'records in':<32}{len(pairs):>10}")
+def print_report(report: dict, elapsed: float, output: str) -> None:
+    print(f"{'records in':<32}{report['records_in']:>10}")
     for reason, count in report["dropped_by_reason"].items():
         print(f"{'dropped: ' + reason:<32}{count:>10}")
     print(f"{'skipped bad lines':<32}{report['bad_lines']:>10}")
     print(f"{'skipped records without text':<32}{report['records_without_text']:>10}")
-    print(f"{'records out':<32}{len(kept):>10}   ({len(extras)} extra)")
+    print(f"{'records out':<32}{report['records_out']:>10}   ({report['extra_records']} extra)")
     chars = " ".join(f"{c!r}:{n}" for c, n in report["top_dropped_characters"][:10])
     print(f"top dropped characters: {chars or '-'}")
-    print(f"{elapsed:.2f} s, {len(pairs) / elapsed:,.0f} records/s → {args.output}")
+    print(f"{elapsed:.2f} s, {report['records_in'] / elapsed:,.0f} records/s → {output}")
+
+
+def main(argv=None) -> dict:
+    settings, info = parse_settings(FilterSettings, argv, prog="filter_data.py", doc=__doc__,
+                                    default_config=str(FILTER_RULES))
+    check_output(settings.output, {"--config": info.config_path})
+    start = time.perf_counter()
+    report = {"input": settings.input, "output": settings.output, "config": asdict(settings)}
+    pairs, counts = load_pairs(settings.input, settings.skip_bad_lines, settings.workers, report)
+    extras = [(row["instruction"], row["response"]) for extra in settings.extra for row in read_pairs(extra)]
+    if settings.filter_extra:
+        pairs = pairs + [(None, pair) for pair in extras]
+        counts.update(char_counts(extras))
+    if not pairs:
+        raise KitError(f"{settings.input}: no usable records (empty input?)")
+    kept = filter_pairs([pair for _, pair in pairs], counts, settings, report)
+    if not settings.filter_extra:
+        kept += extras
+    write_jsonl(settings.output, ({"instruction": i, "response": r} for i, r in kept))
+    elapsed = time.perf_counter() - start
+    report.update(records_in=len(pairs), extra_records=len(extras), records_out=len(kept),
+                  elapsed_s=round(elapsed, 3), records_per_s=round(len(pairs) / elapsed, 1))
+    write_json(f"{settings.output}.report.json", report)
+    print_report(report, elapsed, settings.output)
     return report
 
 

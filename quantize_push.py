@@ -13,8 +13,6 @@ comes from HF_TOKEN (or a cached `hf auth login`) and is never printed or writte
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
@@ -22,37 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-from kit.io import KitError, check_output, load_yaml, partial_path, run_main, write_json
-from kit.models import check_model_path, hub_token, peak_memory, push_folder
+from kit.hub import hub_token, push_folder
+from kit.io import KitError, check_output, partial_path, run_main, write_json
+from kit.models import check_adapter_path, check_model_path, peak_memory
+from kit.runs import RunDir, read_json
+from kit.settings import parse_settings
+from kit.stage_settings import QuantizeSettings
 
+REPORT = "quantize_report.json"  # marks a folder this script wrote: --overwrite replaces only those
 ALLOWED_BASES = re.compile(r"^(google/gemma-2-(2b|9b|27b)|llm-jp/llm-jp-3-(1\.8b|3\.7b|13b))$")
 PREQUANTIZED = re.compile(r"(^unsloth/)|bnb-4bit|-4bit$|gptq|awq", re.IGNORECASE)
 LICENSES = {"google/gemma": ("gemma", "Gemma Terms of Use, https://ai.google.dev/gemma/terms"),
             "llm-jp/llm-jp-3": ("apache-2.0", "Apache-2.0")}
 VERIFY_PROMPTS = ["### 質問:\n日本の首都はどこですか？\n\n### 回答:\n", "こんにちは。今日は",
                   "次の文章を要約してください。"]
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="base model: hub name or folder")
-    p.add_argument("--output", help="folder to write")
-    p.add_argument("--adapter", help="merge this LoRA adapter (results/<run>/adapter) first")
-    p.add_argument("--no_quantize", action="store_true", help="merge mode: save the bf16 merge")
-    p.add_argument("--quant_type", default="nf4", choices=("nf4", "fp4"))
-    p.add_argument("--double_quant", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--compute_dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--merge_dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--logit_tolerance", type=float, default=0.5,
-                   help="max |merged - base+adapter| next-token logit difference (bf16 rounding of "
-                        "softcapped gemma-2 logits is ~0.1; merging into 4-bit weights shifts units)")
-    p.add_argument("--push_to", help="hub repo id to create/upload to")
-    p.add_argument("--private", action="store_true")
-    p.add_argument("--push_only", metavar="DIR", help="push an already written folder")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--strict", action="store_true", help="refuse models the rules do not allow")
-    return p.parse_args(argv)
 
 
 def check_rules(model: str, strict: bool) -> None:
@@ -69,42 +50,30 @@ def check_rules(model: str, strict: bool) -> None:
         print(f"warning: {problem}", file=sys.stderr)
 
 
-def check_inputs(args) -> None:
-    """Everything that can fail before a model is loaded."""
-    if args.push_only:
-        if not (Path(args.push_only) / "config.json").exists():
-            raise KitError(f"{args.push_only}: not a saved model folder (no config.json)")
-        if not args.push_to:
-            raise KitError("--push_only needs --push_to REPO")
-    else:
-        if not args.model or not args.output:
-            raise KitError("--model and --output are required (or --push_only DIR --push_to REPO)")
-        check_model_path(args.model)
-        check_rules(args.model, args.strict)
-        check_output(args.output, {"--model": args.model, "--adapter": args.adapter}, folder=True)
-        if Path(args.output).exists():
-            if not args.overwrite:
-                raise KitError(f"{args.output} exists; pass --overwrite to replace it")
-            if not (Path(args.output) / "quantize_report.json").exists():
-                raise KitError(f"{args.output} was not written by quantize_push.py (no "
+def check_inputs(settings: QuantizeSettings) -> None:
+    """Everything that can fail before a model is loaded (beyond QuantizeSettings.check)."""
+    if not settings.push_only:
+        check_model_path(settings.model)
+        check_rules(settings.model, settings.strict)
+        check_output(settings.output, {"--model": settings.model, "--adapter": settings.adapter}, folder=True)
+        if Path(settings.output).exists():
+            if not settings.overwrite:
+                raise KitError(f"{settings.output} exists; pass --overwrite to replace it")
+            if not (Path(settings.output) / REPORT).exists():
+                raise KitError(f"{settings.output} was not written by quantize_push.py (no "
                                "quantize_report.json); --overwrite replaces only the kit's own output")
-        if args.adapter:
-            config = Path(args.adapter) / "adapter_config.json"
-            if not config.exists():
-                raise KitError(f"{args.adapter}: no adapter_config.json (not a LoRA adapter folder)")
-            base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-            if base and os.path.normpath(base) != os.path.normpath(args.model):
-                raise KitError(f"{args.adapter} was trained on {base!r}, not on --model {args.model!r}")
-        elif args.no_quantize:
-            raise KitError("--no_quantize only makes sense with --adapter (merge mode)")
-    if args.push_to and not hub_token():
+        if settings.adapter:
+            base = check_adapter_path(settings.adapter).get("base_model_name_or_path")
+            if base and os.path.normpath(base) != os.path.normpath(settings.model):
+                raise KitError(f"{settings.adapter} was trained on {base!r}, not on --model {settings.model!r}")
+    if settings.push_to and not hub_token():
         raise KitError("pushing needs HF_TOKEN in the environment (or `hf auth login`)")
 
 
-def quantization_config(args):
+def quantization_config(settings):
     from kit.models import bnb_config
 
-    return bnb_config(args.compute_dtype, args.quant_type, args.double_quant)
+    return bnb_config(settings.compute_dtype, settings.quant_type, settings.double_quant)
 
 
 def next_token_logits(model, tokenizer, prompts):
@@ -115,56 +84,57 @@ def next_token_logits(model, tokenizer, prompts):
                             .float().cpu() for p in prompts])
 
 
-def build(args, tmp: Path):
-    """(report, base+adapter next-token logits or None): writes the model into args.output."""
+def build(settings: QuantizeSettings, staging: Path, merge_dir: Path):
+    """(report, base+adapter next-token logits or None): writes the model into `staging`; a
+    merge is saved in `merge_dir` first and quantized from there."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kit.models import ensure_chat_template, model_load_kwargs
 
     report, expected = {}, None
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(settings.model)
     report["chat_template_added"] = ensure_chat_template(tokenizer)
-    load = model_load_kwargs(args.model)
-    source = args.model
-    if args.adapter:
+    load = model_load_kwargs(settings.model)
+    source = settings.model
+    if settings.adapter:
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.merge_dtype), **load)
-        tuned = PeftModel.from_pretrained(base, args.adapter)
+        base = AutoModelForCausalLM.from_pretrained(settings.model, dtype=getattr(torch, settings.merge_dtype), **load)
+        tuned = PeftModel.from_pretrained(base, settings.adapter)
         expected = next_token_logits(tuned, tokenizer, VERIFY_PROMPTS)
         merged = tuned.merge_and_unload()
         difference = (next_token_logits(merged, tokenizer, VERIFY_PROMPTS) - expected).abs().max().item()
         report["merge_max_logit_difference"] = round(difference, 6)
         print(f"merge check: max next-token logit difference {difference:.2e} "
-              f"(tolerance {args.logit_tolerance})")
-        if difference > args.logit_tolerance:
+              f"(tolerance {settings.logit_tolerance})")
+        if difference > settings.logit_tolerance:
             raise KitError(f"merged model's logits differ from base+adapter by {difference:.3g} "
-                           f"(> {args.logit_tolerance}); not saving")
-        target = Path(args.output) if args.no_quantize else tmp
+                           f"(> {settings.logit_tolerance}); not saving")
+        target = staging if settings.no_quantize else merge_dir
         merged.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
         del merged, tuned, base
         source = str(target)
-    if not args.no_quantize:
-        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quantization_config(args),
+    if not settings.no_quantize:
+        model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quantization_config(settings),
                                                      **load)
-        model.save_pretrained(args.output, safe_serialization=True)
-        tokenizer.save_pretrained(args.output)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
     return report, expected
 
 
-def verify(args, expected_logits=None) -> dict:
+def verify(folder: Path, quantized: bool, expected_logits=None) -> dict:
     """Reload the folder through AutoModelForCausalLM, check 4-bit layers, generate."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.output, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(args.output, low_cpu_mem_usage=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, low_cpu_mem_usage=True)
     linear = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
     four_bit = [m for m in linear if type(m).__name__ == "Linear4bit"]
-    if not args.no_quantize and (not linear or len(four_bit) != len(linear)):
-        raise KitError(f"{args.output}: {len(four_bit)} of {len(linear)} linear layers are 4-bit")
+    if quantized and (not linear or len(four_bit) != len(linear)):
+        raise KitError(f"{folder}: {len(four_bit)} of {len(linear)} linear layers are 4-bit")
     encoded = tokenizer(VERIFY_PROMPTS[0], return_tensors="pt").to(model.device)
     with torch.no_grad():
         output = model.generate(**encoded, max_new_tokens=8, do_sample=False,
@@ -179,34 +149,27 @@ def verify(args, expected_logits=None) -> dict:
     return result
 
 
-def run_file(args, name: str) -> dict:
-    """A JSON file of the adapter's run (results/<run>/NAME), or {}."""
-    path = Path(args.adapter).parent / name if args.adapter else None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def epochs_line(args, run_config: dict) -> str:
+def epochs_line(settings, run_config: dict) -> str:
     """What ran, not what was asked: max_steps overrides num_train_epochs."""
-    ran = run_file(args, "metrics.json").get("epochs_run")
+    run = RunDir.of_adapter(settings.adapter)
+    ran = run.read_metrics().get("epochs_run") if run else None
     asked = (f"num_train_epochs {run_config.get('num_train_epochs')}, "
              f"max steps {run_config.get('max_steps', -1)}")
     return f"{ran} epochs run ({asked})" if ran is not None else asked
 
 
-def infer_command(args) -> str:
+def infer_command(settings) -> str:
     """The infer.py command the run was answered with (from its infer_metrics.json), pointed at
     this model; a template when the run has none."""
     import shlex
 
-    argv = run_file(args, "infer_metrics.json").get("argv")
+    run = RunDir.of_adapter(settings.adapter)
+    argv = read_json(run.infer_metrics).get("argv") if run else None
     if not argv:
-        return (f"python infer.py --model {args.push_to or args.output} --tasks elyza-tasks-100-TV_0.jsonl "
+        return (f"python infer.py --model {settings.push_to or settings.output} --tasks elyza-tasks-100-TV_0.jsonl "
                 "--reference <reference QA JSONL> --output output.jsonl")
     kept, skip = [], False
-    for i, token in enumerate(argv):
+    for token in argv:
         if skip:
             skip = False
             continue
@@ -215,35 +178,34 @@ def infer_command(args) -> str:
             skip = "=" not in token
             continue
         kept.append(token)
-    return shlex.join(["python", "infer.py", "--model", args.push_to or args.output, *kept])
+    return shlex.join(["python", "infer.py", "--model", settings.push_to or settings.output, *kept])
 
 
-def model_card(args, report: dict) -> str:
-    run_config = {}
-    if args.adapter and (Path(args.adapter).parent / "config.yaml").exists():
-        run_config = load_yaml(Path(args.adapter).parent / "config.yaml")
-    license_id, license_ = next((v for k, v in LICENSES.items() if args.model.startswith(k)),
+def model_card(settings, report: dict) -> str:
+    run = RunDir.of_adapter(settings.adapter)
+    run_config = run.read_config() if run else {}
+    license_id, license_ = next((v for k, v in LICENSES.items() if settings.model.startswith(k)),
                                 ("other", "see the base model's card"))
-    quant = "none (bf16 merge)" if args.no_quantize else (
-        f"bitsandbytes 4-bit {args.quant_type}, double quant {args.double_quant}, "
-        f"compute dtype {args.compute_dtype}")
+    quant = "none (bf16 merge)" if settings.no_quantize else (
+        f"bitsandbytes 4-bit {settings.quant_type}, double quant {settings.double_quant}, "
+        f"compute dtype {settings.compute_dtype}")
     commands = []
     if run_config:
-        commands.append(f"python train.py --config {Path(args.adapter).parent / 'config.yaml'}")
-    commands.append("python " + " ".join(["quantize_push.py", "--model", args.model, "--output", args.output]
-                                         + (["--adapter", args.adapter] if args.adapter else [])
-                                         + (["--no_quantize"] if args.no_quantize else [])
-                                         + (["--push_to", args.push_to] if args.push_to else [])))
-    commands.append(infer_command(args))
-    lines = ["---", f"base_model: {args.model}", f"license: {license_id}",
+        commands.append(f"python train.py --config {run.config}")
+    commands.append("python " + " ".join(["quantize_push.py", "--model", settings.model, "--output", settings.output]
+                                         + (["--adapter", settings.adapter] if settings.adapter else [])
+                                         + (["--no_quantize"] if settings.no_quantize else [])
+                                         + (["--push_to", settings.push_to] if settings.push_to else [])))
+    commands.append(infer_command(settings))
+    lines = ["---", f"base_model: {settings.model}", f"license: {license_id}",
              "library_name: transformers", "tags: [llm2024, japanese, bitsandbytes, lora]", "---", "",
-             f"# {Path(args.output).name}", "",
-             f"Base model: `{args.model}` (licence: {license_}).", f"Quantization: {quant}.", ""]
+             f"# {Path(settings.output).name}", "",
+             f"Base model: `{settings.model}` (licence: {license_}).", f"Quantization: {quant}.", ""]
     if run_config:
         lines += ["## Adapter run", "",
                   f"- LoRA r {run_config.get('lora_r')}, alpha {run_config.get('lora_alpha')}, "
                   f"dropout {run_config.get('lora_dropout')}, template `{run_config.get('template')}`",
-                  f"- learning rate {run_config.get('learning_rate')}, {epochs_line(args, run_config)}",
+                  f"- learning rate {run_config.get('learning_rate')}, {epochs_line(settings, run_config)}",
                   f"- data files: {', '.join(map(str, run_config.get('data_files', []))) or 'none'}",
                   f"- data licences: {'; '.join(run_config.get('data_licenses', [])) or 'not stated'}",
                   f"- merge check: max next-token logit difference "
@@ -262,40 +224,42 @@ def push(folder: str, repo: str, private: bool) -> None:
     push_folder(folder, repo, private, f"python quantize_push.py --push_only {folder} --push_to {repo}")
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    check_inputs(args)
-    if args.push_only:
-        push(args.push_only, args.push_to, args.private)
-        return {}
+def build_verified(settings: QuantizeSettings, staging: Path) -> dict:
+    """Build, verify and document the model in `staging` beside the output (and the bf16 merge in
+    `<staging>-merge`, ~55 GB at 27B, on the output's disk); a failure removes both."""
     start = time.perf_counter()
-    # Work happens in <output>.partial (the model) and <output>.partial-merge (the bf16 merge, ~55 GB
-    # at 27B) beside the output, on its disk; a killed run leaves them and the next run clears them.
-    staging = partial_path(args.output)
     merge_dir = staging.with_name(staging.name + "-merge")
-    final_output, args.output = args.output, str(staging)  # build beside, rename when verified
-    for leftover in (staging, merge_dir):
+    for leftover in (staging, merge_dir):  # what a killed run left
         shutil.rmtree(leftover, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        report, expected_logits = build(args, merge_dir)
+        report, expected_logits = build(settings, staging, merge_dir)
         shutil.rmtree(merge_dir, ignore_errors=True)
-        report["verify"] = verify(args, expected_logits)
-        args.output = final_output
-        (staging / "README.md").write_text(model_card(args, report), encoding="utf-8")
+        report["verify"] = verify(staging, not settings.no_quantize, expected_logits)
+        (staging / "README.md").write_text(model_card(settings, report), encoding="utf-8")
         report.update(peak_memory())
         report["elapsed_s"] = round(time.perf_counter() - start, 1)
-        write_json(staging / "quantize_report.json", report)
+        write_json(staging / REPORT, report)
     except BaseException:
         for leftover in (staging, merge_dir):
             shutil.rmtree(leftover, ignore_errors=True)
         raise
-    shutil.rmtree(final_output, ignore_errors=True)
-    os.replace(staging, final_output)
+    return report
+
+
+def main(argv=None) -> dict:
+    settings, _ = parse_settings(QuantizeSettings, argv, prog="quantize_push.py", doc=__doc__)
+    check_inputs(settings)
+    if settings.push_only:
+        push(settings.push_only, settings.push_to, settings.private)
+        return {}
+    report = build_verified(settings, partial_path(settings.output))
+    shutil.rmtree(settings.output, ignore_errors=True)
+    os.replace(partial_path(settings.output), settings.output)
     peak = ", ".join(f"{k} {v}" for k, v in report.items() if k.startswith("peak_"))
-    print(f"saved {final_output} ({report['elapsed_s']} s, {peak})")
-    if args.push_to:
-        push(final_output, args.push_to, args.private)
+    print(f"saved {settings.output} ({report['elapsed_s']} s, {peak})")
+    if settings.push_to:
+        push(settings.output, settings.push_to, settings.private)
     return report
 
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 import pycld2  # noqa: E402
 import yaml  # noqa: E402
 
-from kit.filter_oracle import make_corpus, reference_filter, write_corpus  # noqa: E402
 from kit.io import pair_from_record, write_json  # noqa: E402
+from kit.testing.filter_oracle import make_corpus, reference_filter, write_corpus  # noqa: E402
 
 
 def floor(path: Path) -> float:

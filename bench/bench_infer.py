@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kit.io import write_json  # noqa: E402
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 

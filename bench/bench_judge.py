@@ -45,8 +45,8 @@ def main():
 
     torch.set_num_threads(1)
     from kit.judging import JudgeSettings
-    from kit.stub_openai import StubJudgeServer
     from kit.tasks import load_tasks
+    from kit.testing.stub_openai import StubJudgeServer
     from kit.tiny import build_tiny_gemma2
 
     dev = load_tasks(ROOT / "data" / "dev_tasks.jsonl")

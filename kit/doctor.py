@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
+from dataclasses import dataclass
+
+from kit.io import run_main
+from kit.settings import opt, parse_settings
 
 GB = 2**30
 DISK_FOR_27B_GB = 120  # bf16 base (55 GB) + merged bf16 (55 GB) + 4-bit result (16 GB), roughly
@@ -84,8 +87,15 @@ def checks(disk_path: str = ".") -> list[tuple[bool, str]]:
     return results
 
 
+@dataclass
+class DoctorSettings:
+    """where the models will be written"""
+    disk: str = opt(".", "the folder whose free disk is checked")
+
+
 def main(argv=None) -> int:
-    results = checks()
+    settings, _ = parse_settings(DoctorSettings, argv, prog="-m kit.doctor", doc=__doc__)
+    results = checks(settings.disk)
     for ok, line in results:
         print(f"{'ok ' if ok else '-- '} {line}")
     problems = sum(not ok for ok, _ in results)
@@ -94,4 +104,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

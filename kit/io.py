@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 class KitError(Exception):
@@ -178,13 +179,6 @@ def did_you_mean(names, valid) -> str:
 
     return "; ".join(f"{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or '?'})"
                      for k in names)
-
-
-def check_keys(given: Iterable[str], valid: Iterable[str], where: str) -> None:
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise KitError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are: "
-                       f"{', '.join(sorted(valid))}")
 
 
 def pair_from_record(record: Any) -> tuple[str, str] | None:

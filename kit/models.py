@@ -48,19 +48,45 @@ def bnb_config(compute_dtype: str = "bfloat16", quant_type: str = "nf4", double_
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
-def check_model_path(name: str) -> None:
-    """Before anything heavy starts: a local-looking path that does not exist, or a model folder
-    without tokenizer files, is an error."""
+def check_model_path(name: str, flag: str = "--model") -> None:
+    """Before anything heavy starts: a local-looking path that does not exist, a LoRA adapter or a
+    training run given as a model, or a model folder without tokenizer files, is an error."""
     path = Path(name)
     looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") > 1
     if looks_local and not path.expanduser().exists():
-        raise KitError(f"{name}: no such model directory")
+        raise KitError(f"{flag} {name}: no such model directory")
     folder = path.expanduser()
+    if (folder / "adapter_config.json").is_file():
+        raise KitError(f"{flag} {name} is a LoRA adapter, not a model: pass it as --adapter, with its "
+                       "base model as --model")
+    if (folder / "adapter" / "adapter_config.json").is_file():
+        raise KitError(f"{flag} {name} is a training run folder: pass --adapter {folder / 'adapter'}, "
+                       "with its base model as --model")
     if folder.is_dir() and (folder / "config.json").exists() and not any(
             (folder / f).exists() for f in TOKENIZER_FILES):
         # transformers would build a 5-token placeholder tokenizer and carry on
         raise KitError(f"{name}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); copy them from "
                        "the base model's folder")
+
+
+def check_adapter_path(adapter: str) -> dict:
+    """The adapter's config (a JSON object in adapter_config.json beside its weights), or a
+    one-line error naming what is wrong, before any model loads."""
+    import json
+
+    folder = Path(adapter).expanduser()
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise KitError(f"{adapter}: no adapter_config.json (not a LoRA adapter folder)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KitError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise KitError(f"{config_file}: not a JSON object")
+    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise KitError(f"{adapter}: no adapter weights (adapter_model.safetensors)")
+    return config
 
 
 def model_load_kwargs(name: str) -> dict:
@@ -71,7 +97,10 @@ def model_load_kwargs(name: str) -> dict:
 
     kwargs = {"low_cpu_mem_usage": True}
     if torch.cuda.is_available():
-        kwargs["device_map"] = "auto"
+        # one process: spread over the GPUs (layers spill to CPU RAM); under a distributed launch
+        # each rank holds a whole copy on its own GPU, as DDP needs
+        local_rank = os.environ.get("LOCAL_RANK")
+        kwargs["device_map"] = {"": int(local_rank)} if local_rank is not None else "auto"
     try:
         model_type = AutoConfig.from_pretrained(name).model_type
     except OSError as err:
@@ -91,33 +120,6 @@ def peak_memory() -> dict:
         return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
     # ru_maxrss is in KiB on Linux
     return {"peak_cpu_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
-
-
-def hub_token() -> str | None:
-    """HF_TOKEN, else a cached `hf auth login`; never printed."""
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-
-        return get_token()
-    except Exception:
-        return None
-
-
-def push_folder(folder, repo: str, private: bool = False, retry_hint: str = "") -> None:
-    """create_repo + upload_folder; a failure leaves the folder as it is and says how to retry."""
-    from huggingface_hub import HfApi
-
-    try:
-        api = HfApi(token=hub_token())
-        api.create_repo(repo, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo, commit_message="Upload from llm2024-kit")
-    except Exception as err:
-        raise KitError(f"push to {repo} failed ({type(err).__name__}); {folder} is intact"
-                       + (f": retry with `{retry_hint}`" if retry_hint else "")) from None
-    print(f"pushed {folder} to https://huggingface.co/{repo}")
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -229,10 +231,7 @@ def load_for_generation(name: str, adapter: str | None = None, backend: str = "h
         except RuntimeError as err:
             if "size mismatch" not in str(err):
                 raise
-            import json
-
-            base = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
-                "base_model_name_or_path")
+            base = check_adapter_path(adapter).get("base_model_name_or_path")
             raise KitError(f"{adapter} does not fit {name}: it was trained on {base!r}, whose layer "
                            "sizes differ") from None
     if backend == "unsloth":

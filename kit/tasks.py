@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from kit.io import KitError
+from kit.readers import read_records
+from kit.runs import task_key
 
 # Text that must never reach a submitted answer: prompt markers of every shipped template and
 # the few-shot header.
@@ -26,13 +28,9 @@ def load_tasks(path) -> list[dict]:
     JSONL records may be broken over several lines (lines are accumulated until the text ends
     with `}` and parses, as the organisers' loader did); a UTF-8 BOM and blank lines are fine.
     """
-    path = Path(path)
-    if path.suffix.lower() in (".csv", ".parquet") or (not path.exists() and _looks_like_hub(str(path))):
-        rows = _table_rows(path)
-    else:
-        rows = _jsonl_rows(path)
+    rows = read_records(path, split="test", broken_lines=True)
     tasks, seen = [], {}
-    with_id = sum("task_id" in record for _, record in rows)
+    with_id = sum(isinstance(record, dict) and "task_id" in record for _, record in rows)
     if with_id not in (0, len(rows)):
         first = next(line for line, record in rows if "task_id" not in record)
         raise KitError(f"{path}:{first}: record has no `task_id` while others do")
@@ -40,7 +38,7 @@ def load_tasks(path) -> list[dict]:
         if not isinstance(record, dict) or not isinstance(record.get("input"), str):
             raise KitError(f"{path}:{line}: task record needs a string `input`")
         task_id = record["task_id"] if with_id else number
-        key = json.dumps(task_id)
+        key = task_key(task_id)
         if key in seen:
             raise KitError(f"{path}:{line}: duplicate task_id {task_id!r} (first at line {seen[key]})")
         seen[key] = line
@@ -52,93 +50,6 @@ def load_tasks(path) -> list[dict]:
     return tasks
 
 
-def _looks_like_hub(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
-
-
-def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise KitError(f"{path}: no such task file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise KitError(f"{path}: not UTF-8 ({err})") from None
-    rows, buffer, start = [], [], 0
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not buffer and not line.strip():
-            continue
-        if not buffer:
-            start = line_no
-            if line.lstrip().startswith("["):
-                raise KitError(f"{path}:{line_no}: a JSON array, not JSONL (one object per line)")
-        buffer.append(line)
-        joined = "\n".join(buffer)
-        if not joined.rstrip().endswith("}"):
-            continue
-        try:
-            record = json.loads(joined, strict=False)
-        except json.JSONDecodeError:
-            continue  # a `}` inside a string at the end of a line: keep accumulating
-        buffer = []
-        rows.append((start, record))
-    if buffer:
-        try:
-            json.loads("\n".join(buffer), strict=False)
-        except json.JSONDecodeError as err:
-            raise KitError(f"{path}:{start}: record is not valid JSON ({err.msg})") from None
-        raise KitError(f"{path}:{start}: record never closes with `}}`")
-    return rows
-
-
-def _table_rows(path: Path) -> list[tuple[int, dict]]:
-    """CSV rows (line = the file line of the row), parquet rows or a Hub dataset's test split
-    (line = row number + 1)."""
-    if path.suffix.lower() == ".csv":
-        import csv
-
-        if not path.is_file():
-            raise KitError(f"{path}: no such task file")
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle)
-                rows = []
-                for record in reader:
-                    rows.append((reader.line_num, _clean_row(record)))
-                return rows
-        except UnicodeDecodeError as err:
-            raise KitError(f"{path}: not UTF-8 ({err})") from None
-        except csv.Error as err:
-            raise KitError(f"{path}: not valid CSV ({err})") from None
-    if path.suffix.lower() == ".parquet":
-        import pyarrow
-        import pyarrow.parquet as pq
-
-        if not path.is_file():
-            raise KitError(f"{path}: no such task file")
-        try:
-            records = pq.read_table(path).to_pylist()
-        except (pyarrow.ArrowException, OSError) as err:
-            raise KitError(f"{path}: not a readable parquet file ({err})") from None
-    else:
-        try:
-            import datasets
-
-            records = list(datasets.load_dataset(str(path), split="test"))
-        except Exception as err:  # offline, unknown name, no test split: all the user's to fix
-            raise KitError(f"{path}: cannot load the Hub dataset ({type(err).__name__}: {err})") from None
-    return [(i + 1, _clean_row(record)) for i, record in enumerate(records)]
-
-
-def _clean_row(record: dict) -> dict:
-    """Table cells: None for empty, task_id as int where it is one."""
-    row = {k: v for k, v in record.items() if k is not None and v is not None}
-    if isinstance(row.get("task_id"), str) and row["task_id"].strip().lstrip("-").isdigit():
-        row["task_id"] = int(row["task_id"])
-    elif row.get("task_id") == "":
-        row.pop("task_id")
-    return row
-
-
 def _reject_constant(name: str):
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
@@ -146,7 +57,7 @@ def _reject_constant(name: str):
 def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
     """Every problem of a submission file, each naming its line; an empty list means valid."""
     tasks = load_tasks(tasks_path)
-    by_id = {json.dumps(t["task_id"]): t for t in tasks}
+    by_id = {task_key(t["task_id"]): t for t in tasks}
     output_path = Path(output_path)
     if not output_path.is_file():
         return [f"{output_path}: no such output file"]
@@ -167,7 +78,7 @@ def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
         if not isinstance(record, dict) or "task_id" not in record:
             problems.append(f"{where}: not an object with a task_id")
             continue
-        key = json.dumps(record["task_id"])
+        key = task_key(record["task_id"])
         if key not in by_id:
             problems.append(f"{where}: task_id {record['task_id']!r} is not in {tasks_path}")
             continue

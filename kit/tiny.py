@@ -9,11 +9,12 @@ the real one.
 """
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from kit.io import pair_from_record, read_jsonl
+from kit.io import pair_from_record, read_jsonl, run_main
+from kit.settings import opt, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_FILES = ("data/sample_magpie.jsonl", "data/sample_reference_qa.jsonl", "data/sample_tasks.jsonl")
@@ -130,13 +131,17 @@ def build_tiny_colbert(out_dir: str | Path, seed: int = 0, dim: int = 128) -> Pa
     return out_dir
 
 
+@dataclass
+class TinySettings:
+    """where to build"""
+    out: str = opt("results/demo/models", "folder for tiny-gemma2/ and tiny-colbert/")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="results/demo/models")
-    args = parser.parse_args(argv)
-    print(f"tiny Gemma-2 → {build_tiny_gemma2(Path(args.out) / 'tiny-gemma2', chat_template=False)}")
-    print(f"tiny ColBERT → {build_tiny_colbert(Path(args.out) / 'tiny-colbert')}")
+    settings, _ = parse_settings(TinySettings, argv, prog="-m kit.tiny", doc=__doc__)
+    print(f"tiny Gemma-2 → {build_tiny_gemma2(Path(settings.out) / 'tiny-gemma2', chat_template=False)}")
+    print(f"tiny ColBERT → {build_tiny_colbert(Path(settings.out) / 'tiny-colbert')}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -6,58 +6,48 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from kit.io import KitError, atomic_open, run_main
+from kit.runs import ResultsDir, RunDir, read_json
+from kit.settings import opt, parse_settings
 
 COLUMNS = ("run", "inference", "status", "score", "ci95", "lora_r", "lora_alpha", "learning_rate",
            "num_train_epochs", "max_steps", "epochs_run", "train_examples", "final_train_loss",
            "best_eval_loss", "runtime_s", "train_tokens_per_s", "judge", "prompt_hash", "error")
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def score_files(run_dir: Path) -> list[tuple[str, Path]]:
-    """(inference settings, score.json) of a run: results/<run>/score.json from `infer.py --judge`,
-    and results/<run>/infer/<settings>/score.json from a scored sweep's inference variants."""
-    found = [("", run_dir / "score.json")] if (run_dir / "score.json").exists() else []
-    found += [(p.parent.name, p) for p in sorted(run_dir.glob("infer/*/score.json"))]
-    return found
+def run_rows(run: RunDir) -> list[dict]:
+    """One row per scored inference of a finished run (one row if none is scored), plus one per
+    failed inference; a run that failed to train is one failed row."""
+    metrics = run.read_metrics()
+    if not metrics:
+        failed = read_json(run.failed)
+        if not failed:
+            return []
+        return [dict(dict.fromkeys(COLUMNS), run=run.name, inference=failed.get("inference", ""),
+                     status="failed", error=failed.get("error"))]
+    base = {key: metrics.get(key) for key in COLUMNS}
+    base.update(run=run.name, status="ok", inference="", score=None, error=None)
+    rows = []
+    for setting, answers in run.answer_dirs():
+        score = read_json(answers.score)
+        if score:
+            rows.append(dict(base, inference=setting, score=score.get("score"), ci95=score.get("ci95"),
+                             judge=f"{score.get('judge_backend')}:{score.get('judge_model')}",
+                             prompt_hash=score.get("prompt_hash")))
+    rows = rows or [base]
+    for setting, answers in run.answer_dirs():  # trained, but answering or judging failed
+        failed = read_json(answers.failed)
+        if failed:
+            rows.append(dict(base, inference=setting, status="failed", error=failed.get("error")))
+    return rows
 
 
 def collect_rows(results_dir: Path) -> list[dict]:
-    """One row per scored inference of each finished run (one row if none is scored), failed runs
-    too; best score first, then lowest eval loss."""
-    rows = []
-    for run_dir in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
-        metrics_file, failed_file = run_dir / "metrics.json", run_dir / "failed.json"
-        if metrics_file.exists():
-            metrics = _read(metrics_file)
-            base = {key: metrics.get(key) for key in COLUMNS}
-            base.update(run=run_dir.name, status="ok", inference="", score=None, error=None)
-            scored = score_files(run_dir)
-            for inference, path in scored or [("", None)]:
-                row = dict(base, inference=inference)
-                if path is not None:
-                    score = _read(path)
-                    row.update(score=score.get("score"), ci95=score.get("ci95"),
-                               judge=f"{score.get('judge_backend')}:{score.get('judge_model')}",
-                               prompt_hash=score.get("prompt_hash"))
-                rows.append(row)
-            inference_failures = [(p.parent.name if p.parent != run_dir else "", p)
-                                  for p in [failed_file, *sorted(run_dir.glob("infer/*/failed.json"))]
-                                  if p.exists()]
-            for inference, path in inference_failures:  # trained, but answering or judging failed
-                rows.append(dict(base, inference=inference, status="failed", error=_read(path).get("error")))
-        elif failed_file.exists():
-            failed = _read(failed_file)
-            row = {key: None for key in COLUMNS}
-            row.update(run=run_dir.name, inference=failed.get("inference", ""), status="failed",
-                       error=failed.get("error"))
-            rows.append(row)
+    """Every run's rows; best score first, then lowest eval loss."""
+    rows = [row for run in ResultsDir(results_dir).runs() for row in run_rows(run)]
     return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0),
                                        r["best_eval_loss"] is None, r["best_eval_loss"] or 0))
 
@@ -74,22 +64,22 @@ def _cell(value) -> str:
 
 def update_trials_table(results_dir) -> str:
     """Rewrite trials.csv, TRIALS.md and trials.png atomically; return the Markdown table."""
-    results_dir = Path(results_dir)
-    rows = collect_rows(results_dir)
+    results = ResultsDir(results_dir)
+    rows = collect_rows(results.path)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_open(results_dir / "trials.csv") as handle:
+    with atomic_open(results.trials_csv) as handle:
         handle.write(buffer.getvalue())
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
-    with atomic_open(results_dir / "TRIALS.md") as handle:
+    with atomic_open(results.trials_md) as handle:
         handle.write("# Trials\n\nRebuilt after every run from results/*/metrics.json and the judge's "
                      "score.json files; best score first. ci95: bootstrap interval over tasks.\n\n")
         handle.write(table)
-    plot_trials(rows, results_dir / "trials.png")
+    plot_trials(rows, results.trials_png)
     return table
 
 
@@ -131,16 +121,19 @@ def plot_trials(rows: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv=None) -> str:
-    import argparse
+@dataclass
+class TrialsSettings:
+    """where the runs are"""
+    results_dir: str = opt("results", "a results folder (results/<run>/ inside)", positional=True)
 
-    parser = argparse.ArgumentParser(prog="python -m kit.trials",
-                                     description="rebuild trials.csv, TRIALS.md and trials.png")
-    parser.add_argument("results_dir", nargs="?", default="results")
-    args = parser.parse_args(argv)
-    if not Path(args.results_dir).is_dir():
-        raise KitError(f"{args.results_dir}: no such results folder")
-    table = update_trials_table(args.results_dir)
+    def check(self) -> None:
+        if not Path(self.results_dir).is_dir():
+            raise KitError(f"{self.results_dir}: no such results folder")
+
+
+def main(argv=None) -> str:
+    settings, _ = parse_settings(TrialsSettings, argv, prog="-m kit.trials", doc=__doc__)
+    table = update_trials_table(settings.results_dir)
     print(table, end="")
     return table
 

@@ -10,7 +10,7 @@ templates, the judge's rubric).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -39,7 +39,7 @@ class PromptTemplate:
         return response + self.completion_suffix
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> dict:
     import yaml
 

@@ -62,7 +62,7 @@ class ColBERTRetriever:
             architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
             if "HF_ColBERT" not in architectures:
                 warnings.warn(f"{model} does not declare the HF_ColBERT architecture "
-                              f"({architectures}); PyLate will give it a random projection layer")
+                              f"({architectures}); PyLate will give it a random projection layer", stacklevel=2)
         elif model.startswith((".", "/")):
             raise KitError(f"{model}: no such ColBERT checkpoint")
         import logging

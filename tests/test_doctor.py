@@ -2,9 +2,9 @@
 import subprocess
 import sys
 
-from kit.doctor import checks, version_tuple
-
 from conftest import ROOT
+
+from kit.doctor import checks, version_tuple
 
 
 def test_doctor_reports_the_cpu_machine_without_a_traceback():

@@ -1,11 +1,10 @@
 """kit.generation on the tiny Gemma-2 with the demo adapter: banned strings, stop reasons, cleaning."""
 import pytest
+from conftest import ROOT
 
 from kit.generation import Sampling, banned_sequences, clean_answer, generate_batch
 from kit.models import load_for_generation
 from kit.tasks import load_tasks
-
-from conftest import ROOT
 
 TASKS = ROOT / "data" / "sample_tasks.jsonl"
 

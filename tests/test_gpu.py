@@ -4,7 +4,6 @@ import importlib.util
 import json
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.gpu

@@ -1,14 +1,15 @@
 """infer.py end to end on the tiny Gemma-2 with a LoRA adapter from train.py."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+from test_tasks import good_output
 
 import infer
 from kit import models as kit_models
 from kit.io import KitError
 from kit.tasks import load_tasks, validate_output
-from test_tasks import good_output
 
 ROOT = infer.Path(infer.__file__).parent
 TASKS = str(ROOT / "data" / "sample_tasks.jsonl")
@@ -60,7 +61,9 @@ def test_resume_after_interruption_gives_the_same_file(tiny_gemma2, tiny_adapter
     straight = tmp_path / "straight.jsonl"
     infer.main(infer_args(tiny_gemma2, tiny_adapter, straight, "--batch_size", "3"))
     out = tmp_path / "output.jsonl"
-    real, calls = infer.generate_batch, []
+    from kit.generation import hf
+
+    real, calls = hf.generate_batch, []
 
     def killed_after_first_batch(*args, **kwargs):
         calls.append(1)
@@ -68,12 +71,12 @@ def test_resume_after_interruption_gives_the_same_file(tiny_gemma2, tiny_adapter
             raise KeyboardInterrupt  # the process dies during the second batch
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "generate_batch", killed_after_first_batch)
+    monkeypatch.setattr(hf, "generate_batch", killed_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
         infer.main(infer_args(tiny_gemma2, tiny_adapter, out, "--batch_size", "3"))
     partial = read(out)  # the file on disk is whole JSONL with the first batch only
     assert len(partial) == 3 and not list(tmp_path.glob(".output.jsonl*"))
-    monkeypatch.setattr(infer, "generate_batch", real)
+    monkeypatch.setattr(hf, "generate_batch", real)
     metrics = infer.main(infer_args(tiny_gemma2, tiny_adapter, out, "--batch_size", "3", "--resume"))
     assert metrics["generated"] == 5
     assert out.read_bytes() == straight.read_bytes()
@@ -174,7 +177,7 @@ def test_judge_flag_scores_the_run_and_records_generations(tiny_gemma2, tiny_ada
 def test_reference_repeating_a_task_is_reported(tiny_gemma2, tiny_adapter, tmp_path, capsys):
     leaked = tmp_path / "reference.jsonl"
     task = load_tasks(TASKS)[1]
-    leaked.write_text(open(REFERENCE, encoding="utf-8").read() + json.dumps(
+    leaked.write_text(Path(REFERENCE).read_text(encoding="utf-8") + json.dumps(
         {"input": "前置き。" + task["input"] + "という質問", "output": "答え"}, ensure_ascii=False) + "\n",
         encoding="utf-8")
     args = infer_args(tiny_gemma2, tiny_adapter, tmp_path / "o.jsonl", "--dry_run")
@@ -195,8 +198,11 @@ def test_score_joins_the_training_runs_wandb_run_offline(tmp_path, monkeypatch):
     run = wandb.init(project="llm2024-kit", dir=str(tmp_path), mode="offline")
     run.log({"loss": 1.0})
     run.finish()
+    from kit.runs import RunDir
+    from kit.tracking import log_score
+
     for _ in range(2):  # scored twice: both go to the training run's id
-        infer.log_score_to_wandb(tmp_path, {"score": 3.5, "ci95": [3.0, 4.0], "prompt_hash": "abc"})
+        log_score(RunDir(tmp_path), {"score": 3.5, "ci95": [3.0, 4.0], "prompt_hash": "abc"})
     wandb.teardown()  # wandb's process-wide settings would send later runs to this folder
     folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(folders) == 3 and all(name.split("-")[3] == run.id for name in folders)

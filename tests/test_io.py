@@ -19,10 +19,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.jsonl"
     write_jsonl(target, [{"text": "日本語"}])
     assert target.read_text(encoding="utf-8") == '{"text": "日本語"}\n'  # no \u escapes
-    with pytest.raises(RuntimeError):
-        with atomic_open(target) as handle:
-            handle.write("partial")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write("partial")
+        raise RuntimeError("crash mid-write")
     assert target.read_text(encoding="utf-8") == '{"text": "日本語"}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
 

@@ -4,14 +4,13 @@ import csv
 import json
 
 import pytest
+from conftest import ROOT
 
 import judge
 from kit.io import KitError, write_jsonl
 from kit.judging import parse_grade, quadratic_weighted_kappa, rule_flags
-from kit.stub_openai import StubJudgeServer
 from kit.tasks import load_tasks
-
-from conftest import ROOT
+from kit.testing.stub_openai import StubJudgeServer
 
 DEV = ROOT / "data" / "dev_tasks.jsonl"
 KEY = "sk-judge-secret-for-tests-987"
@@ -130,11 +129,11 @@ def test_openai_client_errors_stop_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("JUDGE_API_KEY", KEY)
     path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:2])
     for status in ("401", "400"):
-        with StubJudgeServer(grade_from_marker, faults={"G": [status] * 2}) as server:
-            with pytest.raises(KitError, match=f"judge endpoint .* refused the request \\({status}"):
-                judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
-                            "--base_url", server.url, "--judge_model", "stub", "--workers", "1",
-                            "--cache_dir", str(tmp_path / "cache")])
+        with StubJudgeServer(grade_from_marker, faults={"G": [status] * 2}) as server, \
+                pytest.raises(KitError, match=f"judge endpoint .* refused the request \\({status}"):
+            judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
+                        "--base_url", server.url, "--judge_model", "stub", "--workers", "1",
+                        "--cache_dir", str(tmp_path / "cache")])
         assert len(server.requests) == 1  # not retried
     assert KEY not in capsys.readouterr().err
 

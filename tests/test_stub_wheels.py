@@ -1,9 +1,9 @@
-"""kit.stub_wheels: pip accepts the stand-ins (make check-gpu-resolution uses them)."""
+"""tools/stub_wheels.py: pip accepts the stand-ins (make check-gpu-resolution uses them)."""
 import subprocess
 import sys
 import zipfile
 
-from kit.stub_wheels import stub_wheel
+from stub_wheels import stub_wheel
 
 
 def test_pip_resolves_a_stand_in_wheel(tmp_path):

@@ -2,11 +2,10 @@
 import json
 
 import pytest
+from conftest import ROOT
 
 from kit.io import KitError
 from kit.tasks import load_tasks, validate_output
-
-from conftest import ROOT
 
 TASKS = str(ROOT / "data" / "sample_tasks.jsonl")
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,6 +21,15 @@ def base_args(model, results, *extra):
     return ["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path", str(model),
             "--data_files", DATA, "--results_dir", str(results), "--report_to", "none",
             "--learning_rate", "5e-3", *extra]
+
+
+def parsed(argv):
+    """(TrainSettings, SFTConfig, explicit SFT names), as train.main reads them."""
+    from kit.training import parse_train, sft_config
+
+    settings, info = parse_train(argv)
+    sft, explicit = sft_config(info)
+    return settings, sft, explicit
 
 
 def read_metrics(results, run):
@@ -86,12 +96,11 @@ def test_finished_run_is_refused_without_overwrite(trained, tiny_gemma2):
 
 def test_labels_mask_the_prompt_only_in_completion_mode(tiny_gemma2, tmp_path):
     for mode in ("completion", "full"):
-        kit, sft, explicit = train.parse(base_args(tiny_gemma2, tmp_path, "--loss_on", mode,
-                                                   "--max_steps", "1"))
-        trainer, *_ = train.build_trainer(kit, sft, explicit)
+        settings, sft, explicit = parsed(base_args(tiny_gemma2, tmp_path, "--loss_on", mode, "--max_steps", "1"))
+        trainer, *_ = train.build_trainer(settings, sft, explicit)
         example = trainer.train_dataset[0]
         labels, ids = example["labels"], example["input_ids"]
-        first = json.loads(open(DATA, encoding="utf-8").readline())
+        first = json.loads(Path(DATA).read_text(encoding="utf-8").splitlines()[0])
         prompt = load_template("alpaca_ja").prompt(first["input"])
         prompt_len = len(trainer.processing_class(prompt).input_ids)
         assert prompt_len > 10 and ids[:prompt_len] == trainer.processing_class(prompt).input_ids
@@ -110,15 +119,20 @@ def test_sweep_two_trials_and_skip_completed(tiny_gemma2, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
         "r4-a8-lr0.005-s3-alpaca_ja", "r8-a8-lr0.005-s3-alpaca_ja"]
     assert len((tmp_path / "trials.csv").read_text().splitlines()) == 3
-    # resumed sweep: finished trials skipped; a bad value fails alone, is recorded, and the sweep
-    # as a whole fails (a script or CI running it must see it)
-    with pytest.raises(KitError, match="1 of 2 sweep step"):
+    # a rerun skips finished trials
+    assert [o["status"] for o in train.main(args + ["--sweep", "lora_r=4,8", "lora_alpha=8"])] == ["skipped"] * 2
+    # a bad value in any trial is refused before anything trains
+    with pytest.raises(KitError, match="lora_r and lora_alpha must be positive"):
         train.main(args + ["--sweep", "lora_r=4,0", "lora_alpha=8"])
-    failed = json.loads((tmp_path / "r0-a8-lr0.005-s3-alpaca_ja" / "failed.json").read_text())
-    assert "lora_r and lora_alpha must be positive" in failed["error"]
+    assert not (tmp_path / "r0-a8-lr0.005-s3-alpaca_ja").exists()
+    # a trial that fails while it runs is recorded, and the sweep as a whole fails (a script or CI
+    # running it must see it)
+    with pytest.raises(KitError, match="1 of 1 sweep step"):
+        train.main(args + ["--sweep", "max_length=20"])
+    run = tmp_path / "r8-a16-lr0.005-s3-alpaca_ja-max_length20"
+    assert "shorter than the 'alpaca_ja' prompt template" in json.loads((run / "failed.json").read_text())["error"]
     assert ",failed," in (tmp_path / "trials.csv").read_text()
-    log = (tmp_path / "r0-a8-lr0.005-s3-alpaca_ja" / "train.log").read_text()
-    assert "lora_r and lora_alpha must be positive" in log  # the child's output streamed and kept
+    assert "shorter than the 'alpaca_ja' prompt template" in (run / "train.log").read_text()  # streamed, kept
 
 
 def test_any_key_can_be_swept(tiny_gemma2, tmp_path):
@@ -211,10 +225,9 @@ def test_overlong_examples_dropped_and_counted(tiny_gemma2, tmp_path):
     rows = [{"instruction": "短い質問です。", "response": "短い回答です。"}] * 6
     rows.append({"instruction": "長い質問です。", "response": "とても長い回答です。" * 200})
     long.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    kit, sft, explicit = train.parse(base_args(tiny_gemma2, tmp_path, "--overlong", "drop",
-                                               "--max_steps", "1", "--eval_file", DATA)
-                                     + ["--data_files", str(long)])
-    trainer, _, _, counts = train.build_trainer(kit, sft, explicit)
+    settings, sft, explicit = parsed(base_args(tiny_gemma2, tmp_path, "--overlong", "drop", "--max_steps", "1",
+                                               "--eval_file", DATA) + ["--data_files", str(long)])
+    trainer, _, _, counts = train.build_trainer(settings, sft, explicit)
     assert counts["train_overlong_dropped"] == 1 and len(trainer.train_dataset) == 6
     assert len(trainer.eval_dataset) == 36 and trainer.args.eval_strategy == "steps"
 
@@ -253,7 +266,7 @@ def test_unsloth_backend_trains_on_gpu(tiny_gemma2, tmp_path):
 
 def test_push_adapter_sends_the_adapter_and_never_prints_the_token(tiny_gemma2, tmp_path, fake_hub,
                                                                      capsys):
-    train.main(base_args(tiny_gemma2, tmp_path, "--max_steps", "2", "--push_to_hub", "me/tiny-lora"))
+    train.main(base_args(tiny_gemma2, tmp_path, "--max_steps", "2", "--push_adapter_to", "me/tiny-lora"))
     assert fake_hub.calls[0] == ("init", fake_hub.token)
     assert fake_hub.calls[1] == ("create_repo", "me/tiny-lora", False)
     assert fake_hub.calls[2][:2] == ("upload_folder", "me/tiny-lora")
@@ -264,11 +277,11 @@ def test_push_adapter_sends_the_adapter_and_never_prints_the_token(tiny_gemma2, 
 def test_push_without_token_fails_before_training(tiny_gemma2, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(KitError, match="HF_TOKEN .*`hf auth login`"):
-        train.main(base_args(tiny_gemma2, tmp_path, "--push_to_hub", "me/tiny-lora"))
+        train.main(base_args(tiny_gemma2, tmp_path, "--push_adapter_to", "me/tiny-lora"))
 
 
 def test_scored_sweep_trains_once_and_scores_each_inference_setting(tiny_gemma2, tmp_path):
-    from kit.stub_openai import StubJudgeServer
+    from kit.testing.stub_openai import StubJudgeServer
 
     def grade(prompt):  # any deterministic grade: the answers differ between k=0 and k=2
         return 1 + len(prompt.split("# 回答")[-1]) % 5
@@ -292,7 +305,7 @@ def test_scored_sweep_trains_once_and_scores_each_inference_setting(tiny_gemma2,
                    if json.loads(line)["output"].strip())
     # empty answers score 1 without a judge call; an answer both settings gave is judged once (cache)
     assert 0 < len(server.requests) <= answered
-    rows = list(csv.DictReader(open(results / "trials.csv", encoding="utf-8")))
+    rows = list(csv.DictReader((results / "trials.csv").read_text(encoding="utf-8").splitlines()))
     assert [r["inference"] for r in rows] == sorted(scores, key=lambda k: (-scores[k], k))
     assert [float(r["score"]) for r in rows] == sorted(scores.values(), reverse=True)
     assert all(r["judge"] == "openai:stub" and r["prompt_hash"] for r in rows)

@@ -3,11 +3,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from kit.io import KitError, write_json
 from kit.trials import main, update_trials_table
-
-from conftest import ROOT
 
 
 def make_runs(results):

@@ -1,6 +1,6 @@
 """Empty stand-in wheels for packages a registry mirror lacks, for `make check-gpu-resolution`.
 
-    python -m kit.stub_wheels /tmp/kit-stub-wheels nvidia-nccl-cu13==2.29.7 ...
+    python tools/stub_wheels.py /tmp/kit-stub-wheels nvidia-nccl-cu13==2.29.7 ...
 
 Each wheel is named and versioned as asked and holds nothing: the resolver can then check every
 other pin. They are py3-none-any, so where the real package exists (PyPI), pip prefers the real,
@@ -23,7 +23,7 @@ def stub_wheel(folder: Path, spec: str) -> Path:
     normalized = re.sub(r"[-_.]+", "_", name).lower()
     info = f"{normalized}-{version}.dist-info"
     files = {f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: kit.stub_wheels\nRoot-Is-Purelib: true\n"
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: llm2024-kit tools/stub_wheels.py\nRoot-Is-Purelib: true\n"
                               "Tag: py3-none-any\n"}
     record = "".join(
         f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pycld2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sentences() -> list[str]:
