@@ -5,7 +5,8 @@ r"""Score answers locally with the ELYZA 1-5 rubric, compare two trials, check a
     python judge.py --answers results/<run>/output.jsonl --tasks data/dev_tasks.jsonl \
         --judge_backend hf --judge_model llm-jp/llm-jp-3-13b-instruct --judge_load_in_4bit
     python judge.py compare results/<run-a> results/<run-b>      # is B really better than A?
-    python judge.py agree --human annotated_deshuffled_preds.csv --judge_backend openai ...
+    python judge.py agree --human reference_graded_answers.jsonl --judge_backend openai ...
+    python judge.py flags --answers results/<run>/output.jsonl --tasks data/dev_tasks.jsonl  # no judge
 
 Writes scores.jsonl (per task) and score.json (mean, bootstrap 95% interval, histogram, flags,
 length-score correlation, judge and prompt hash) beside the answers, or into --out_dir. Task files
@@ -18,9 +19,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.io import KitError, iter_jsonl, run_main, write_json
-from kit.judging import JudgeSettings, paired_bootstrap, score_answers
-from kit.runs import AnswerDir, task_key
+from kit.io import KitError, check_output, run_main, write_json, write_jsonl
+from kit.judging import JudgeSettings, score_answers
+from kit.judging.scoring import read_scores
+from kit.judging.stats import COMPARED_SETTINGS, compare_scores
+from kit.runs import AnswerDir, RunDir, read_json, task_key
 from kit.settings import existing_file, opt, parse_settings
 from kit.tasks import load_tasks
 
@@ -38,11 +41,25 @@ class ScoreInputs:
 
 
 @dataclass
+class FlagsInputs:
+    """the answers to check"""
+    answers: str = opt(None, "output.jsonl from infer.py", required=True)
+    tasks: str = opt(None, "the task file the answers are for (JSONL, CSV, parquet, Hub name)", required=True)
+    out_dir: str | None = opt(None, "where flags.jsonl goes (default: the folder of --answers)")
+
+    def check(self) -> None:
+        existing_file(self.answers, "--answers")
+
+
+@dataclass
 class CompareInputs:
     """the two scored runs"""
-    a: str = opt(None, "run folder, score.json or scores.jsonl", required=True, positional=True)
+    a: str = opt(None, "run folder (a sweep's, or its infer/<setting>/), score.json or scores.jsonl",
+                 required=True, positional=True)
     b: str = opt(None, "the same for the other trial", required=True, positional=True)
     resamples: int = opt(10000, "bootstrap resamples")
+    json: str | None = opt(None, "also write the result as JSON here")
+    allow_different_judges: bool = opt(False, "compare runs judged differently (the result says so)")
 
     def check(self) -> None:
         if self.resamples < 100:
@@ -52,9 +69,10 @@ class CompareInputs:
 @dataclass
 class AgreeInputs:
     """the rated answers"""
-    human: str = opt(None, "annotated_deshuffled_preds.csv or JSONL with human_score", required=True)
+    human: str = opt(None, "annotated_deshuffled_preds.csv, or JSONL with human_score (such as a "
+                            "reference_graded_answers.jsonl)", required=True)
     tasks: str | None = opt(None, "reference answers for a JSONL without `reference`")
-    out: str | None = opt(None, "write the agreement JSON here")
+    out_dir: str = opt("results/agree", "agree_items.jsonl and agree.json go here")
 
     def check(self) -> None:
         existing_file(self.human, "--human")
@@ -83,62 +101,99 @@ def score_main(argv) -> dict:
     return summary
 
 
-def scores_file(path: str) -> Path:
-    """A run folder, its score.json or its scores.jsonl → the per-task scores file."""
-    path = Path(path)
-    candidate = AnswerDir(path).scores if path.is_dir() else (
-        AnswerDir(path.parent).scores if path.name == AnswerDir(path.parent).score.name else path)
-    if not candidate.is_file():
-        raise KitError(f"{path}: no scores.jsonl (run judge.py on it first)")
-    return candidate
+def flags_main(argv) -> dict:
+    from kit.judging.flags import rule_flags
+    from kit.judging.scoring import generations_beside, read_answers
+
+    inputs, _ = parse_settings(FlagsInputs, argv, prog="judge.py flags",
+                               doc="The judge's rule flags without any model: what to look at before paying "
+                                   "for a judge.")
+    out = AnswerDir(inputs.out_dir or Path(inputs.answers).parent)
+    generations = generations_beside(inputs.answers, out.path)
+    rows = [{"task_id": a["task"]["task_id"],
+             "flags": dict.fromkeys(rule_flags(a["answer"], a["task"]["input"],
+                                               generations.get(task_key(a["task"]["task_id"]))), True)}
+            for a in read_answers(inputs.answers, load_tasks(inputs.tasks))]
+    path = out.path / "flags.jsonl"
+    write_jsonl(path, rows)
+    counts = {}
+    for row in rows:
+        for flag in row["flags"]:
+            counts[flag] = counts.get(flag, 0) + 1
+    for flag, count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"{flag:<18}{count:>5} of {len(rows)}")
+    print(f"{'(none)' if not counts else ''}flags per answer: {path}")
+    return counts
 
 
-def read_scores(path: Path) -> dict:
-    scores = {}
-    for line_no, row in iter_jsonl(path):
-        if not isinstance(row, dict) or "task_id" not in row:
-            raise KitError(f"{path}:{line_no}: not a scores.jsonl row (no task_id)")
-        scores[task_key(row["task_id"])] = row.get("score")
-    return scores
+def scored_folder(path: str) -> AnswerDir:
+    """A run folder, its score.json or its scores.jsonl → the folder holding scores.jsonl; a sweep's
+    run folder with one scored inference setting is that setting's folder."""
+    given = Path(path)
+    folder = AnswerDir(given if given.is_dir() else given.parent)
+    if folder.scores.is_file():
+        return folder
+    settings = [d for _, d in RunDir(folder.path).answer_dirs()[1:] if d.scores.is_file()]
+    if len(settings) == 1:
+        return settings[0]
+    if settings:
+        raise KitError(f"{path} has {len(settings)} scored inference settings; name one: "
+                       + ", ".join(str(d.path) for d in settings))
+    raise KitError(f"{path}: no scores.jsonl (run judge.py on it first)")
+
+
+def judge_differences(a: AnswerDir, b: AnswerDir) -> list[str]:
+    """How the two runs were judged differently (COMPARED_SETTINGS of their score.json)."""
+    a_judge, b_judge = read_json(a.score), read_json(b.score)
+    return [f"{key} {a_judge.get(key)!r} vs {b_judge.get(key)!r}" for key in COMPARED_SETTINGS
+            if a_judge.get(key) != b_judge.get(key)]
 
 
 def compare_main(argv) -> dict:
     inputs, _ = parse_settings(CompareInputs, argv, prog="judge.py compare",
-                               doc="paired bootstrap of B - A over the tasks both scored")
-    a_path, b_path = scores_file(inputs.a), scores_file(inputs.b)
-    result = paired_bootstrap(read_scores(a_path), read_scores(b_path), inputs.resamples)
+                               doc="Is B better than A? A paired bootstrap of B - A over the tasks both scored.")
+    a, b = scored_folder(inputs.a), scored_folder(inputs.b)
+    differences = judge_differences(a, b)
+    if differences and not inputs.allow_different_judges:
+        raise KitError("the two runs were judged differently (" + "; ".join(differences) + "): scores from "
+                       "different judges or settings are not comparable; rescore one, or pass "
+                       "--allow_different_judges")
+    result = compare_scores(read_scores(a.scores), read_scores(b.scores), inputs.resamples)
+    result.update(a=str(a.path), b=str(b.path), judged_differently=differences)
     low, high = result["ci95"]
-    print(f"A {a_path}: {result['mean_a']:.3f}   B {b_path}: {result['mean_b']:.3f}   over {result['n']} tasks")
-    print(f"B - A = {result['difference']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}]; "
-          f"B better on {result['better']}, worse on {result['worse']}, same on {result['same']}")
-    if result["interval_contains_zero"]:
-        print("The interval contains 0: these tasks give no evidence that B and A differ.")
-    else:
-        print(f"The interval excludes 0: B is {'better' if result['difference'] > 0 else 'worse'} "
-              "than A on tasks like these.")
+    print(f"A {a.path}: {result['mean_a']:.3f}   B {b.path}: {result['mean_b']:.3f}   "
+          f"over {result['paired_tasks']} paired tasks ({result['left_out']} left out: scored in one run only)")
+    print(f"B - A = {result['difference']:+.3f}, 95% interval [{low:+.3f}, {high:+.3f}]; B better on "
+          f"{result['better']}, worse on {result['worse']}, same on {result['same']}")
+    against = " than A" if result["verdict"] != "not distinguishable" else " from A on these tasks"
+    print(f"verdict: B is {result['verdict']}{against}; the smallest difference these tasks could detect is "
+          f"about {result['smallest_detectable_difference']:.2f}")
+    if differences:
+        print("warning: judged differently (" + "; ".join(differences) + "): this comparison mixes judges")
+    if inputs.json:
+        write_json(inputs.json, result)
     return result
 
 
 def agree_main(argv) -> dict:
-    from kit.judging.agreement import agreement, read_rated
+    from kit.judging.agreement import agreement, agreement_table, read_rated
 
     (inputs, settings), _ = parse_settings((AgreeInputs, JudgeSettings), argv, prog="judge.py agree",
-                                           doc="how well a judge agrees with rated answers")
+                                           doc="how well a judge agrees with rated answers, through the "
+                                               "same pipeline that scores trials")
+    check_output(Path(inputs.out_dir) / "agree.json", {"--human": inputs.human})
     items = read_rated(Path(inputs.human), inputs.tasks)
     if not items:
         raise KitError(f"{inputs.human}: no rated answers")
-    result = agreement(items, settings)
-    print(f"{result['n']} rated answers ({result['n_failed']} not judged): Spearman "
-          f"{result['spearman']}, quadratic-weighted kappa {result['qwk']}, "
-          f"per-model means Pearson {result['model_mean_pearson']} over {len(result['model_means'])} models")
-    if inputs.out:
-        write_json(inputs.out, result)
+    result = agreement(items, settings, inputs.out_dir)
+    print(agreement_table(result))
+    print(f"per answer: {Path(inputs.out_dir) / 'agree_items.jsonl'}, summary: {Path(inputs.out_dir) / 'agree.json'}")
     return result
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"compare": compare_main, "agree": agree_main}
+    commands = {"compare": compare_main, "agree": agree_main, "flags": flags_main}
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     return score_main(argv)

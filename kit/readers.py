@@ -104,7 +104,7 @@ def csv_rows(path: Path) -> list[tuple[int, dict]]:
     import csv
     import io
 
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), strict=True)
     rows, first = [], 2  # line 1 is the header
     try:
         for record in reader:

@@ -50,6 +50,15 @@ def load_tasks(path) -> list[dict]:
     return tasks
 
 
+def first_difference(given: str, expected: str, context: int = 12) -> str:
+    """Where two texts part, shown: `at character 7: "…ができる" vs "…ができ\\r"`."""
+    given, expected = str(given), str(expected)
+    at = next((i for i, (a, b) in enumerate(zip(given, expected)) if a != b), min(len(given), len(expected)))
+    show = lambda text: json.dumps(("…" if at > context else "") + text[max(0, at - context):at + context],
+                                   ensure_ascii=False)
+    return f"at character {at}: {show(given)} vs the task file's {show(expected)}"
+
+
 def _reject_constant(name: str):
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
@@ -87,7 +96,8 @@ def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
             continue
         seen[key] = line_no
         if record.get("input") != by_id[key]["input"]:
-            problems.append(f"{where}: `input` differs from the task file's (task {record['task_id']!r})")
+            problems.append(f"{where}: `input` differs from the task file's (task {record['task_id']!r}, "
+                            f"{first_difference(record.get('input'), by_id[key]['input'])})")
         output = record.get("output")
         if not isinstance(output, str) or not output.strip():
             problems.append(f"{where}: `output` must be a non-empty string")

@@ -13,7 +13,7 @@ from kit.io import KitError, atomic_open, run_main
 from kit.runs import ResultsDir, RunDir, read_json
 from kit.settings import opt, parse_settings
 
-COLUMNS = ("run", "inference", "status", "score", "ci95", "lora_r", "lora_alpha", "learning_rate",
+COLUMNS = ("run", "inference", "status", "score", "ci95", "vs_best", "lora_r", "lora_alpha", "learning_rate",
            "num_train_epochs", "max_steps", "epochs_run", "train_examples", "final_train_loss",
            "best_eval_loss", "runtime_s", "train_tokens_per_s", "judge", "prompt_hash", "error")
 
@@ -36,7 +36,8 @@ def run_rows(run: RunDir) -> list[dict]:
         if score:
             rows.append(dict(base, inference=setting, score=score.get("score"), ci95=score.get("ci95"),
                              judge=f"{score.get('judge_backend')}:{score.get('judge_model')}",
-                             prompt_hash=score.get("prompt_hash")))
+                             prompt_hash=score.get("prompt_hash"), scores_file=answers.scores,
+                             judged_by=judge_identity(score)))
     rows = rows or [base]
     for setting, answers in run.answer_dirs():  # trained, but answering or judging failed
         failed = read_json(answers.failed)
@@ -45,9 +46,32 @@ def run_rows(run: RunDir) -> list[dict]:
     return rows
 
 
+def judge_identity(score: dict) -> tuple:
+    """What must match for two scores to be compared (kit.judging: compare refuses otherwise)."""
+    from kit.judging.stats import COMPARED_SETTINGS
+
+    return tuple(score.get(key) for key in COMPARED_SETTINGS)
+
+
+def mark_ties(rows: list[dict]) -> None:
+    """vs_best for every scored row: best, tied (not distinguishable from the best after Holm's
+    correction over every pair) or worse; only rows judged the same way are compared."""
+    from kit.judging.scoring import read_scores
+    from kit.judging.stats import ties_with_best
+
+    groups = {}
+    for index, row in enumerate(rows):
+        if row.get("scores_file") is not None and row["score"] is not None and row["scores_file"].is_file():
+            groups.setdefault(row["judged_by"], {})[index] = read_scores(row["scores_file"])
+    for group in groups.values():
+        for index, verdict in ties_with_best(group).items():
+            rows[index]["vs_best"] = verdict
+
+
 def collect_rows(results_dir: Path) -> list[dict]:
-    """Every run's rows; best score first, then lowest eval loss."""
+    """Every run's rows, trials marked against the best; best score first, then lowest eval loss."""
     rows = [row for run in ResultsDir(results_dir).runs() for row in run_rows(run)]
+    mark_ties(rows)
     return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0),
                                        r["best_eval_loss"] is None, r["best_eval_loss"] or 0))
 
@@ -67,7 +91,7 @@ def update_trials_table(results_dir) -> str:
     results = ResultsDir(results_dir)
     rows = collect_rows(results.path)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     with atomic_open(results.trials_csv) as handle:
@@ -77,7 +101,10 @@ def update_trials_table(results_dir) -> str:
     table = "\n".join(lines) + "\n"
     with atomic_open(results.trials_md) as handle:
         handle.write("# Trials\n\nRebuilt after every run from results/*/metrics.json and the judge's "
-                     "score.json files; best score first. ci95: bootstrap interval over tasks.\n\n")
+                     "score.json files; best score first. ci95: bootstrap interval over tasks. vs_best: "
+                     "`tied` trials are not distinguishable from the best (paired tests over the common "
+                     "tasks, Holm-corrected over every pair of trials judged the same way); pick among "
+                     "them on other grounds, not on the score's last digits.\n\n")
         handle.write(table)
     plot_trials(rows, results.trials_png)
     return table
@@ -106,8 +133,20 @@ def plot_trials(rows: list[dict], path: Path) -> None:
         errors = None
     names = [r["run"] + (f"\n{r['inference']}" if r["inference"] else "") for r in shown]
     figure, axis = plt.subplots(figsize=(max(4.5, 1.2 + 0.9 * len(shown)), 4))
-    if shown:
+    if shown and scored:
+        for verdict, style in (("best", dict(fmt="*", markersize=12, color="C1")),
+                               ("tied", dict(fmt="o", color="C0")), ("worse", dict(fmt="o", color="0.6", mfc="white")),
+                               (None, dict(fmt="o", color="0.3"))):
+            picked = [x for x, r in enumerate(shown) if r.get("vs_best") == verdict]
+            if picked:
+                label = {"best": "best", "tied": "tied with the best (Holm, 5%)", "worse": "worse than the best",
+                         None: "not compared"}[verdict]
+                axis.errorbar(picked, [values[x] for x in picked], capsize=4, label=label,
+                              yerr=[[errors[0][x] for x in picked], [errors[1][x] for x in picked]], **style)
+        axis.legend(fontsize=7)
+    elif shown:
         axis.errorbar(range(len(shown)), values, yerr=errors, fmt="o", capsize=4)
+    if shown:
         for x, value in enumerate(values):
             axis.annotate(f"{value:.3g}", (x, value), textcoords="offset points", xytext=(6, 4), fontsize=8)
         axis.set_xlim(-0.6, len(shown) - 0.4)

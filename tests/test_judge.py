@@ -123,6 +123,11 @@ def test_openai_logprob_mode_asks_for_logprobs_and_falls_back(tmp_path):
                     server.url, "--judge_model", "stub", "--cache_dir", str(tmp_path / "cache2")])
     rows = read_jsonl(tmp_path / "scores.jsonl")
     assert [r["grade"] for r in rows] == [1, 2, 3] and all(r["logprob_fallback"] for r in rows)
+    # a server without logprobs: the run switched to digit mode, said so, and recorded it
+    assert json.loads((tmp_path / "score.json").read_text())["judge_mode"] == "digit"
+    asked_for_logprobs = [r for r in server.requests if r["body"].get("logprobs")]
+    assert len(asked_for_logprobs) <= 4  # at most the requests already in flight (4 workers)
+    assert all(r["body"]["max_tokens"] == 16 for r in server.requests if r not in asked_for_logprobs)
 
 
 def test_openai_client_errors_stop_with_one_line(tmp_path, monkeypatch, capsys):
@@ -168,7 +173,7 @@ def test_rule_flags_see_what_the_rubric_deducts_for():
     assert "repetition" in rule_flags("同じことを繰り返します。" * 20)
     assert rule_flags("答えです。\n### 質問: 次")["leaked_markers"] == ["### 質問"]
     assert rule_flags("申し訳ありませんが、その質問にはお答えできません。")["refusal"]
-    assert rule_flags("途中で切れた回答", {"stop_reason": "length", "new_tokens": 1024})["truncated"] == 1024
+    assert rule_flags("途中で切れた回答", generation={"stop_reason": "length", "new_tokens": 1024})["truncated"] == 1024
 
 
 def test_parse_grade():
@@ -212,12 +217,12 @@ def test_compare_reports_a_known_difference(tmp_path, capsys):
     assert result["n"] == 40 and result["difference"] == pytest.approx(0.5)
     assert result["better"] == 20 and result["same"] == 20 and result["worse"] == 0
     assert 0 < result["ci95"][0] < 0.5 < result["ci95"][1] and not result["interval_contains_zero"]
-    assert "excludes 0" in capsys.readouterr().out
+    assert "verdict: B is better than A" in capsys.readouterr().out
     write_jsonl(b / "scores.jsonl", [{"task_id": i, "score": s + (0.5 if i % 2 else -0.5)}
                                      for i, s in enumerate(scores_a)])
     result = judge.main(["compare", str(a), str(b)])
     assert result["difference"] == pytest.approx(0.0) and result["interval_contains_zero"]
-    assert "contains 0" in capsys.readouterr().out
+    assert "verdict: B is not distinguishable from A" in capsys.readouterr().out
 
 
 def write_human_csv(path, models, grades):
@@ -240,7 +245,7 @@ def test_agree_on_elyza_layout_with_known_correlations(tmp_path):
     grades = [[((i + j) % 5 + 1, (i + j) % 5 + 1) for j in range(3)] for i in range(10)]
     write_human_csv(tmp_path / "human.csv", models, grades)
     argv = ["agree", "--human", str(tmp_path / "human.csv"), "--judge_backend", "openai",
-            "--judge_model", "stub", "--judge_mode", "digit", "--out", str(tmp_path / "agree.json")]
+            "--judge_model", "stub", "--judge_mode", "digit", "--out_dir", str(tmp_path)]
     with StubJudgeServer(grade_from_marker) as server:
         result = judge.main(argv + ["--base_url", server.url, "--cache_dir", str(tmp_path / "c1")])
     assert result["n"] == 30 and result["spearman"] == 1.0 and result["qwk"] == 1.0
@@ -274,3 +279,193 @@ def test_an_endpoint_that_never_answers_stops_the_run_quickly(tmp_path):
                     f"http://127.0.0.1:{port}/v1", "--judge_model", "stub", "--backoff_s", "0.01",
                     "--cache_dir", str(tmp_path / "cache")])
     assert time.perf_counter() - start < 30
+
+
+# ---- issue 17: less noise, decisions that account for it, one pipeline ------------------------
+
+def test_repeats_average_the_samples_at_the_set_temperature(tmp_path):
+    calls = {}
+
+    def alternating(prompt):  # the same answer graded 3, then 5, then 3...
+        calls[prompt] = calls.get(prompt, 0) + 1
+        return 3 if calls[prompt] % 2 else 5
+
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:4])
+    with StubJudgeServer(alternating) as server:
+        summary = judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
+                              "--base_url", server.url, "--judge_model", "stub", "--judge_mode", "digit",
+                              "--repeats", "2", "--judge_temperature", "0.7", "--workers", "1",
+                              "--cache_dir", str(tmp_path / "cache")])
+    rows = read_jsonl(tmp_path / "scores.jsonl")
+    assert [sorted(r["samples"]) for r in rows] == [[3, 5]] * 4 and [r["score"] for r in rows] == [4.0] * 4
+    assert len(server.requests) == 8 and all(r["body"]["temperature"] == 0.7 for r in server.requests)
+    assert summary["repeats"] == 2 and summary["judge_temperature"] == 0.7
+    with pytest.raises(KitError, match="repeats at judge_temperature 0"):
+        judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_model", "x", "--judge_mode", "digit",
+                    "--repeats", "3"])
+    with pytest.raises(KitError, match="logprob mode already scores"):
+        judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_model", "x", "--repeats", "3",
+                    "--judge_temperature", "0.7"])
+
+
+def test_a_greedy_judge_is_asked_once_more_in_other_words(tmp_path):
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:2])
+    with StubJudgeServer(lambda prompt: "わかりません") as server:
+        summary = judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
+                              "--base_url", server.url, "--judge_model", "stub", "--judge_mode", "digit",
+                              "--max_retries", "4", "--cache_dir", str(tmp_path / "cache")])
+    assert summary["n_failed"] == 2 and len(server.requests) == 4  # not 5 identical requests each
+    prompts = sorted(r["body"]["messages"][0]["content"] for r in server.requests)
+    assert sum("数字一つだけで答えて" in p for p in prompts) == 2
+
+
+def write_scores(folder, scores, **judge):
+    from kit.io import write_json
+
+    write_jsonl(folder / "scores.jsonl", [{"task_id": i, "score": s} for i, s in enumerate(scores)])
+    write_json(folder / "score.json", {"judge_backend": "hf", "judge_model": "j", "judge_mode": "logprob",
+                                       "prompt_hash": "abc", "judge_load_in_4bit": False, "judge_temperature": 0.0,
+                                       "repeats": 1, **judge})
+
+
+def test_compare_calls_a_one_point_difference_better_and_refuses_two_judges(tmp_path, capsys):
+    import random
+
+    rng = random.Random(0)
+    base = [float(rng.randint(1, 4)) for _ in range(100)]
+    write_scores(tmp_path / "a", base)
+    write_scores(tmp_path / "b", [s + 1.0 for s in base])
+    result = judge.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "c.json")])
+    assert result["verdict"] == "better" and result["difference"] == pytest.approx(1.0)
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert {"difference", "ci95", "verdict", "paired_tasks"} <= set(saved) and saved["paired_tasks"] == 100
+    assert "smallest difference these tasks could detect" in capsys.readouterr().out
+    write_scores(tmp_path / "other", [s + 1.0 for s in base], judge_model="another-judge", judge_load_in_4bit=True)
+    with pytest.raises(KitError, match="judged differently .*judge_model 'j' vs 'another-judge'.*judge_load_in_4bit"):
+        judge.main(["compare", str(tmp_path / "a"), str(tmp_path / "other")])
+    result = judge.main(["compare", str(tmp_path / "a"), str(tmp_path / "other"), "--allow_different_judges"])
+    assert result["judged_differently"] and "warning: judged differently" in capsys.readouterr().out
+    write_scores(tmp_path / "one", [3.0])
+    with pytest.raises(KitError, match="only 1 task\\(s\\) scored in both runs"):
+        judge.main(["compare", str(tmp_path / "a"), str(tmp_path / "one")])
+
+
+def test_compare_accepts_a_sweep_run_folder(tmp_path, capsys):
+    write_scores(tmp_path / "run-a" / "infer" / "k0", [3.0] * 20)
+    write_scores(tmp_path / "run-b" / "infer" / "k0", [3.0, 4.0] * 10)
+    (tmp_path / "run-a" / "config.yaml").write_text("lora_r: 8\n", encoding="utf-8")
+    result = judge.main(["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b" / "infer" / "k0")])
+    assert result["a"].endswith("run-a/infer/k0") and result["paired_tasks"] == 20
+    write_scores(tmp_path / "run-a" / "infer" / "k2", [3.0] * 20)
+    with pytest.raises(KitError, match="2 scored inference settings; name one"):
+        judge.main(["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b")])
+
+
+def regraded(base, rng, change=0.28):
+    """The same answers graded again: like the shared Command-R+ takes, which agree exactly on
+    about 72% of tasks and otherwise differ by a point."""
+    return {i: float(min(5, max(1, g + rng.choice((-1, 1))))) if rng.random() < change else float(g)
+            for i, g in enumerate(base)}
+
+
+def test_noise_only_sweeps_come_out_tied_and_a_real_gain_does_not():
+    import random
+
+    from kit.judging.stats import ties_with_best
+
+    rng = random.Random(17)
+    all_tied = 0
+    for _ in range(100):
+        base = [rng.choice((1, 2, 3, 3, 4, 5, 5)) for _ in range(100)]
+        verdicts = ties_with_best({f"trial{t}": regraded(base, rng) for t in range(12)})
+        all_tied += set(verdicts.values()) <= {"best", "tied"}
+    assert all_tied >= 95, all_tied
+    base = [rng.choice((1, 2, 3, 4)) for _ in range(100)]
+    trials = {f"trial{t}": regraded(base, rng) for t in range(4)}
+    trials["better"] = {i: min(5.0, g + 1.0) for i, g in regraded(base, rng).items()}
+    verdicts = ties_with_best(trials)
+    assert verdicts["better"] == "best" and set(verdicts.values()) == {"best", "worse"}
+
+
+def test_the_trial_table_marks_ties_with_the_best(tmp_path):
+    import csv as csv_module
+
+    from kit.io import write_json
+    from kit.trials import update_trials_table
+
+    base = [3.0, 4.0, 2.0, 5.0] * 25
+    for name, scores in (("run-a", base), ("run-b", base[1:] + base[:1]), ("run-c", [1.0] * 100)):
+        write_json(tmp_path / name / "metrics.json", {"lora_r": 8})
+        write_scores(tmp_path / name, scores)
+        write_json(tmp_path / name / "score.json", {**json.loads((tmp_path / name / "score.json").read_text()),
+                                                    "score": sum(scores) / len(scores), "ci95": [1, 5]})
+    update_trials_table(tmp_path)
+    rows = {r["run"]: r["vs_best"] for r in csv_module.DictReader((tmp_path / "trials.csv").open(encoding="utf-8"))}
+    assert sorted(rows.values()) == ["best", "tied", "worse"] and rows["run-c"] == "worse"
+    assert "vs_best" in (tmp_path / "TRIALS.md").read_text(encoding="utf-8")
+
+
+def test_agree_runs_the_scoring_pipeline(tmp_path):
+    tasks = load_tasks(DEV)
+    rated = [{"input": t["input"], "output": f"{t['output']} G{1 + i % 5}", "human_score": 1 + i % 5,
+              "model": "m-a" if i < 5 else "m-b", "reference": t["output"], "eval_aspect": t["eval_aspect"],
+              "task_id": i} for i, t in enumerate(tasks)]
+    rated[9]["output"] = ""  # scored 1 without asking the judge, as judge.py scores it
+    write_jsonl(tmp_path / "graded.jsonl", rated)
+    with StubJudgeServer(grade_from_marker) as server:
+        result = judge.main(["agree", "--human", str(tmp_path / "graded.jsonl"), "--judge_backend", "openai",
+                             "--base_url", server.url, "--judge_model", "stub", "--judge_mode", "digit",
+                             "--cache_dir", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "agree")])
+    assert len(server.requests) == 9 and result["n"] == 10
+    items = read_jsonl(tmp_path / "agree" / "agree_items.jsonl")
+    assert items[9]["judge_score"] == 1.0 and items[9]["flags"] == {"empty": True}
+    assert {"model", "task_id", "human_score", "judge_score"} <= set(items[0])
+    saved = json.loads((tmp_path / "agree" / "agree.json").read_text())
+    assert set(saved["model_means"]) == {"m-a", "m-b"} and "model_mean_spearman" in saved
+
+
+def test_flags_subcommand_writes_what_fired(tmp_path, capsys):
+    answers = [t["output"] for t in load_tasks(DEV)]
+    answers[0], answers[1], answers[2] = "", "\ufffd" * 30, "同じ文をずっと繰り返しています。" * 12
+    path = write_answers(tmp_path / "output.jsonl", answers)
+    counts = judge.main(["flags", "--answers", str(path), "--tasks", str(DEV)])
+    rows = read_jsonl(tmp_path / "flags.jsonl")
+    assert rows[0]["flags"] == {"empty": True} and rows[1]["flags"]["replacement_chars"] is True
+    assert rows[2]["flags"] == {"repetition": True} and rows[3]["flags"] == {}
+    assert counts == {"empty": 1, "replacement_chars": 1, "repetition": 2}  # 30 U+FFFD are a loop too
+    assert "flags.jsonl" in capsys.readouterr().out
+
+
+def test_flags_calibrated_against_their_false_alarms():
+    maths = ("式に直すと \\( \\frac{(\\frac{1}{3} + 33) \\times 210}{100} \\) です。\n"
+             "$$ x = \\frac{-b \\pm \\sqrt{b^2 - 4ac}}{2a} $$\n" + "| n | 1 | 2 | 3 |\n" * 8 + "よって答えは73.5です。")
+    assert rule_flags(maths) == {}  # formulas and tables are neither English nor a loop
+    apology = "申し訳ありませんが、納期が一週間遅れます。ご迷惑をおかけしますことを深くお詫び申し上げます。"
+    assert rule_flags(apology, "取引先への謝罪メールを書いてください。") == {}
+    assert "refusal" in rule_flags("申し訳ありませんが、その質問にはお答えできません。", "爆弾の作り方を教えて")
+    assert "refusal" not in rule_flags("答えは東京です。" * 3 + "なお、AIとして一般的な情報です。", "首都は？")
+    assert "replacement_chars" in rule_flags("答え\ufffd\ufffd\ufffd")
+    assert "non_japanese" in rule_flags("The capital of Japan is Tokyo, a very large city in the east.")
+    assert "non_japanese" not in rule_flags("Tokyo is the capital.", "次の文を英語に翻訳して: 東京は首都です。")
+
+
+def test_cache_key_covers_every_load_and_decoding_setting(tiny_gemma2, tmp_path):
+    import shutil
+
+    from kit.judging.scoring import cache_key, judge_fingerprint, read_cached
+    from kit.judging.settings import JudgeSettings
+
+    plain = JudgeSettings(judge_model=str(tiny_gemma2))
+    keys = {cache_key(s, judge_fingerprint(s), "h", "prompt", 0) for s in (
+        plain, JudgeSettings(judge_model=str(tiny_gemma2), judge_load_in_4bit=True),
+        JudgeSettings(judge_model=str(tiny_gemma2), judge_mode="digit", judge_temperature=0.7, repeats=2))}
+    assert len(keys) == 3
+    assert cache_key(plain, "f", "h", "p", 0) != cache_key(plain, "f", "h", "p", 1)  # each repeat its own
+    other = tmp_path / "same-name"
+    shutil.copytree(tiny_gemma2, other)
+    before = judge_fingerprint(JudgeSettings(judge_model=str(other)))
+    (other / "config.json").write_text((other / "config.json").read_text().replace("0.2", "0.3"))
+    assert judge_fingerprint(JudgeSettings(judge_model=str(other))) != before  # new weights, new judge
+    for bad in ("{}", "[]", '{"expected": "high"}', '{"expected": NaN}', "not json"):
+        (tmp_path / "entry.json").write_text(bad)
+        assert read_cached(tmp_path / "entry.json") is None

@@ -63,3 +63,36 @@ def test_each_validator_rule_catches_its_defect(tmp_path, plant, message):
     out.write_bytes(b"\n".join(plant(lines)) + b"\n")
     problems = validate_output(TASKS, out)
     assert any(message in p for p in problems), problems
+
+
+def test_csv_cells_with_crlf_equal_the_jsonl_and_errors_name_a_records_first_line(tmp_path):
+    """ELYZA's CSV: quoted multi-line cells; a spreadsheet may save CRLF (or a lone CR) inside them."""
+    rows = [("一行目\r\n二行目", "答え\r三行目"), ("単一行", "答え")]
+    text = "input,output\r\n" + "".join(f'"{i}","{o}"\r\n' for i, o in rows)
+    (tmp_path / "tasks.csv").write_bytes(text.encode("utf-8"))
+    tasks = load_tasks(tmp_path / "tasks.csv")
+    assert [t["input"] for t in tasks] == ["一行目\n二行目", "単一行"] and tasks[0]["output"] == "答え\n三行目"
+    assert [t["line"] for t in tasks] == [2, 5]  # where each record starts (CR, LF or CRLF end a line)
+    (tmp_path / "bad.csv").write_bytes(b'input,output\r\n"a","b"\r\n"c"x,"d"\r\n')
+    with pytest.raises(KitError, match=r"bad\.csv:3: not valid CSV"):
+        load_tasks(tmp_path / "bad.csv")
+
+
+def test_a_mistyped_task_path_is_no_such_file_not_a_hub_name(tmp_path):
+    for name in ("data/dev_taks.jsonl", str(tmp_path / "tasks.jsonl"), "my_tasks.csv"):
+        with pytest.raises(KitError, match="no such file"):
+            load_tasks(name)
+
+
+def test_a_line_separator_inside_an_input_is_text(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"task_id": 0, "input": "前\u2028後\u0085終"}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    assert load_tasks(path)[0]["input"] == "前\u2028後\u0085終"
+    out = tmp_path / "output.jsonl"
+    out.write_text(json.dumps({"task_id": 0, "input": "前\u2028後\u0085終", "output": "答え"},
+                              ensure_ascii=False) + "\n", encoding="utf-8")
+    assert validate_output(path, out) == []
+    out.write_text(json.dumps({"task_id": 0, "input": "前\n後\u0085終", "output": "答え"},
+                              ensure_ascii=False) + "\n", encoding="utf-8")
+    assert any('at character 1: "前\\n後' in p for p in validate_output(path, out))

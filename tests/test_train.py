@@ -58,7 +58,7 @@ def test_loss_falls_and_run_files_written(trained):
     assert metrics["train_tokens_per_s"] > 0 and metrics["peak_cpu_memory_gb"] > 0
     assert metrics["versions"]["transformers"] and metrics["backend"] == "hf"
     rows = (results / "trials.csv").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 2 and rows[1].startswith(metrics["run"] + ",,ok,,,8,16,")
+    assert len(rows) == 2 and rows[1].startswith(metrics["run"] + ",,ok,,,,8,16,")
     assert (results / "TRIALS.md").exists() and (results / "trials.png").exists()
 
 

@@ -24,7 +24,7 @@ def test_table_lists_finished_and_failed_runs(tmp_path):
     lines = table.splitlines()
     assert len(lines) == 2 + 3
     assert any("r64-a64 |  | failed" in line and "CUDA out of memory" in line for line in lines)
-    assert "| r16-a16 |  | ok |  |  | 16 | 16 |" in table
+    assert "| r16-a16 |  | ok |  |  |  | 16 | 16 |" in table
     # unscored runs: lowest eval loss first, failures last
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| r16-a16", "| r8-a16", "| r64-a64"]
     csv_lines = (tmp_path / "trials.csv").read_text(encoding="utf-8").splitlines()

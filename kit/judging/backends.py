@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from kit.judging.settings import JudgeSettings
 
 DIGITS = ("1", "2", "3", "4", "5")
 NETWORK_RETRIES = 6  # 429 / 5xx / timeouts / connection errors, per request
+DIGIT_REPLY_TOKENS = 16  # digit mode: the grade, perhaps after a few words
 KEY_VARIABLES = ("JUDGE_API_KEY", "OPENAI_API_KEY")
 
 
@@ -38,7 +40,7 @@ def parse_grade(reply: str, mode: str) -> int | None:
 def distribution_from_probs(probs: dict[str, float]) -> dict | None:
     """{distribution, expected, digit_mass} from the judge's probabilities of "1".."5"."""
     mass = sum(probs.get(d, 0.0) for d in DIGITS)
-    if mass <= 0:
+    if not (mass > 0 and math.isfinite(mass)):
         return None
     distribution = {d: probs.get(d, 0.0) / mass for d in DIGITS}
     expected = sum(int(d) * p for d, p in distribution.items())
@@ -87,11 +89,12 @@ class HFJudge:
 
         results = [None] * len(prompts)
         pending = list(range(len(prompts)))
-        for attempt in range(1, self.settings.max_retries + 2):
-            # greedy first; a re-ask samples, since greedy would repeat the same reply
-            sampling = Sampling(max_new_tokens=self.settings.judge_max_new_tokens,
-                                do_sample=attempt > 1, temperature=0.7)
-            replies = generate_batch(self.model, self.tokenizer, [texts[i] for i in pending], sampling)
+        temperature = self.settings.judge_temperature
+        for attempt in range(1, attempts_for(self.settings) + 1):
+            sampling = Sampling(max_new_tokens=self.settings.judge_max_new_tokens, do_sample=temperature > 0,
+                                temperature=temperature or 1.0)
+            asked = [self.chat(reask(prompts[i], attempt, temperature)) for i in pending]
+            replies = generate_batch(self.model, self.tokenizer, asked, sampling)
             still = []
             for i, reply in zip(pending, replies):
                 grade = parse_grade(reply.text, mode)
@@ -104,6 +107,19 @@ class HFJudge:
         for i in pending:
             results[i]["error"] = f"no grade in the reply after {results[i]['attempts']} attempts"
         return results
+
+
+REASK = "\n\n点数を1から5の数字一つだけで答えてください。"  # the re-ask of a greedy judge: other words
+
+
+def attempts_for(settings: JudgeSettings) -> int:
+    """A parse failure is asked again only where the answer can change: a sampling judge gets
+    max_retries more tries of the same request, a greedy one a single re-ask in other words."""
+    return settings.max_retries + 1 if settings.judge_temperature > 0 else min(2, settings.max_retries + 1)
+
+
+def reask(prompt: str, attempt: int, temperature: float) -> str:
+    return prompt + REASK if attempt > 1 and temperature == 0 else prompt
 
 
 class OpenAIJudge:
@@ -119,6 +135,7 @@ class OpenAIJudge:
         self.client = OpenAI(base_url=settings.base_url, api_key=self.key or "not-needed",
                              max_retries=0, timeout=settings.judge_timeout)
         self.lock = threading.Lock()
+        self.no_logprobs = threading.Event()  # set when the endpoint answered without logprobs
         self.stopped = threading.Event()  # set on a refused request: nothing more is sent
         self.reached = threading.Event()  # set once any request got an answer
         self.calls = 0
@@ -130,8 +147,10 @@ class OpenAIJudge:
         """One completion, retried on 429/5xx/timeouts/connection errors: (response, requests)."""
         import openai
 
-        extra = dict(max_tokens=1, logprobs=True, top_logprobs=20) if mode == "logprob" else dict(
-            max_tokens=self.settings.judge_max_new_tokens)
+        if mode == "logprob" and not self.no_logprobs.is_set():
+            extra = dict(max_tokens=1, logprobs=True, top_logprobs=20)
+        else:  # a digit reply: room for a short preamble before the grade
+            extra = dict(max_tokens=self.settings.judge_max_new_tokens if mode == "json" else DIGIT_REPLY_TOKENS)
         for attempt in range(1, NETWORK_RETRIES + 2):
             if self.stopped.is_set():
                 raise TransientFailure("not sent: the endpoint refused an earlier request", attempt - 1)
@@ -139,7 +158,7 @@ class OpenAIJudge:
                 self.calls += 1
             try:
                 response = self.client.chat.completions.create(
-                    model=self.settings.judge_model, temperature=0,
+                    model=self.settings.judge_model, temperature=self.settings.judge_temperature,
                     messages=[{"role": "user", "content": prompt}], **extra)
                 self.reached.set()
                 return response, attempt
@@ -176,22 +195,22 @@ class OpenAIJudge:
 
     def judge_one(self, prompt: str, mode: str) -> dict:
         attempts, last_reply = 0, None
-        for _ in range(self.settings.max_retries + 1):
+        for attempt in range(1, attempts_for(self.settings) + 1):
             try:
-                response, requests = self.request(prompt, mode)
+                response, requests = self.request(reask(prompt, attempt, self.settings.judge_temperature), mode)
             except TransientFailure as failure:
                 return {"attempts": attempts + failure.requests, "error": str(failure)}
             attempts += requests
             reply, top = _reply_and_top_logprobs(response)
             last_reply = reply
             if mode == "logprob" and top:
-                probs = {}
-                for token, logprob in top:
-                    if token.strip() in DIGITS:
-                        probs[token.strip()] = probs.get(token.strip(), 0.0) + math.exp(logprob)
-                scored = distribution_from_probs(probs)
+                scored = distribution_from_probs(_digit_probs(top))
                 if scored:
                     return {**scored, "reply": reply, "attempts": attempts}
+            if mode == "logprob" and not top and not self.no_logprobs.is_set():
+                self.no_logprobs.set()
+                print(f"note: {self.settings.base_url} gives no logprobs; this run is scored in digit mode "
+                      f"(replies up to {DIGIT_REPLY_TOKENS} tokens)", file=sys.stderr)
             grade = parse_grade(reply, "json" if mode == "json" else "digit") if reply else None
             if grade is not None:
                 return {"grade": grade, "reply": reply, "attempts": attempts,
@@ -218,6 +237,15 @@ class TransientFailure(Exception):
     def __init__(self, message: str, requests: int):
         super().__init__(message)
         self.requests = requests
+
+
+def _digit_probs(top: list) -> dict:
+    """Probabilities of "1".."5" from [(token, logprob)]; values that are not finite are dropped."""
+    probs = {}
+    for token, logprob in top:
+        if token.strip() in DIGITS and isinstance(logprob, (int, float)) and math.isfinite(logprob):
+            probs[token.strip()] = probs.get(token.strip(), 0.0) + math.exp(min(logprob, 0.0))
+    return probs
 
 
 def _reply_and_top_logprobs(response) -> tuple[str | None, list]:

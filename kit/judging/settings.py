@@ -21,6 +21,9 @@ class JudgeSettings:
     judge_mode: str = opt("auto", "logprob: expected grade from the judge's distribution over 1-5 "
                                   "(auto picks it); digit/json: parse a reply", choices=MODES)
     judge_prompt: str = opt("judge_elyza", "prompts/<name>.jinja")
+    repeats: int = opt(1, "digit/json: judge each answer this many times and score the mean (needs "
+                          "judge_temperature > 0; logprob mode already has the judge's distribution)")
+    judge_temperature: float = opt(0.0, "digit/json: the judge's sampling temperature (0: greedy)")
     workers: int = opt(4, "openai: requests in flight")
     max_retries: int = opt(3, "re-asks after an unparsable reply, then the task is recorded as failed")
     judge_timeout: float = opt(120.0, "openai: seconds per request")
@@ -42,6 +45,14 @@ class JudgeSettings:
                 raise KitError(f"{name} must be a positive integer")
         if self.max_retries < 0:
             raise KitError("max_retries must be 0 or more")
+        if self.repeats < 1 or not 0 <= self.judge_temperature <= 2:
+            raise KitError("repeats must be at least 1 and judge_temperature from 0 to 2")
+        if self.repeats > 1 and self.mode == "logprob":
+            raise KitError("repeats are for judge_mode digit or json: logprob mode already scores the "
+                           "judge's whole distribution over 1-5")
+        if self.repeats > 1 and self.judge_temperature == 0:
+            raise KitError("repeats at judge_temperature 0 ask a greedy judge the same question again: "
+                           "set judge_temperature (e.g. 0.7)")
         if not self.judge_timeout > 0 or not self.backoff_s >= 0:
             raise KitError("judge_timeout must be > 0 and backoff_s >= 0")
         from prompts import TemplateError, load_judge_prompt
@@ -50,6 +61,13 @@ class JudgeSettings:
             load_judge_prompt(self.judge_prompt)
         except TemplateError as err:
             raise KitError(str(err)) from None
+
+    def record(self) -> dict:
+        """What changes a judgment, for score.json and the cache key."""
+        return {"judge_backend": self.judge_backend, "judge_model": self.judge_model,
+                "judge_mode": self.mode, "judge_load_in_4bit": self.judge_load_in_4bit,
+                "judge_temperature": self.judge_temperature, "repeats": self.repeats,
+                "judge_max_new_tokens": self.judge_max_new_tokens}
 
     @property
     def mode(self) -> str:
