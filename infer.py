@@ -262,6 +262,15 @@ def check_and_score(settings: InferSettings, tasks, out: AnswerDir, judge: Judge
     return {"score": summary["score"], "ci95": summary["ci95"]}
 
 
+def ban_note(backend: str, bans) -> dict:
+    """How --ban was enforced, where the backends differ."""
+    if backend != "vllm" or not bans:
+        return {}
+    from kit.generation.vllm import BAN_DIFFERENCE
+
+    return {"ban_blocking": BAN_DIFFERENCE}
+
+
 def answer_dir(settings: InferSettings) -> AnswerDir:
     run = RunDir.of_adapter(settings.adapter)
     name = settings.run_name or (run.name if run else f"infer-{Path(settings.model).name}")
@@ -301,7 +310,7 @@ def main(argv=None):
     answers = Answers(settings, tasks, out, template)
     todo = answers.todo()
     print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
-    backend = choose_backend(settings.backend, len(todo))
+    backend = choose_backend(settings.backend, len(todo), settings.temperature if settings.do_sample else 0.0)
     from transformers import set_seed
 
     set_seed(settings.seed)
@@ -321,7 +330,7 @@ def main(argv=None):
                **timing(backend, settings.batch_size, load_s, generate_s, len(todo),
                         sum(g.new_tokens for g in generations)),
                "truncated_at_max_new_tokens": sum(g["stop_reason"] == "length" for g in answers.info.values()),
-               **peak_memory(), **stats, "argv": argv}
+               **peak_memory(), **stats, **ban_note(backend, settings.ban), "argv": argv}
     metrics["total_s"] = round(time.perf_counter() - start, 2)
     write_json(out.infer_metrics, metrics)
     metrics.update(check_and_score(settings, tasks, out, judge))

@@ -104,19 +104,20 @@ def build_datasets(settings: TrainSettings, sft, tokenizer, counts: dict):
     return render(train_rows, "train"), (render(eval_rows, "eval") if eval_rows else None)
 
 
-def build_trainer(settings: TrainSettings, sft, explicit: set):
-    """Render the data, load the model, add LoRA: (trainer, run, backend, counts)."""
+def build_trainer(settings: TrainSettings, sft, explicit: set, backend: str):
+    """Render the data, load the model, add LoRA: (trainer, run, counts). Under a distributed
+    launch every rank builds its own; only the main one writes the run's files."""
     import yaml
     from transformers import AutoTokenizer, set_seed
     from trl import SFTTrainer
 
-    from kit.models import add_lora, load_model, resolve_backend
+    from kit.models import add_lora, load_model
     from kit.tracking import wandb_reports
     from kit.training import progress_callback, resolved_config, run_name
 
     run = ResultsDir(settings.results_dir).run(run_name(settings, sft, explicit))
     check_run_state(settings, resuming(sft), run)
-    if settings.overwrite:  # the kit's own checkpoints of the run being replaced
+    if settings.overwrite and sft.process_index == 0:  # the kit's own checkpoints of the run replaced
         import shutil
 
         shutil.rmtree(run.checkpoints, ignore_errors=True)
@@ -126,7 +127,6 @@ def build_trainer(settings: TrainSettings, sft, explicit: set):
         raise KitError(f"{settings.model_name_or_path}: cannot load the tokenizer ({err})") from None
     counts = {}
     train_set, eval_set = build_datasets(settings, sft, tokenizer, counts)
-    backend = resolve_backend(settings.backend)
     sft.run_name, sft.output_dir = run.name, str(run.checkpoints)
     sft.report_to = wandb_reports(sft.report_to, "report_to" in explicit, run)
     sft.completion_only_loss = settings.loss_on == "completion"
@@ -136,8 +136,9 @@ def build_trainer(settings: TrainSettings, sft, explicit: set):
     elif sft.eval_strategy == "no":
         sft.eval_strategy, sft.eval_steps = "steps", sft.eval_steps or sft.logging_steps
     run.path.mkdir(parents=True, exist_ok=True)
-    with atomic_open(run.config) as handle:
-        yaml.safe_dump(resolved_config(settings, sft), handle, allow_unicode=True, sort_keys=False)
+    if sft.process_index == 0:
+        with atomic_open(run.config) as handle:
+            yaml.safe_dump(resolved_config(settings, sft), handle, allow_unicode=True, sort_keys=False)
     model, tokenizer = load_model(settings.model_name_or_path, backend, settings.load_in_4bit, sft.max_length or 2048)
     set_seed(sft.seed)  # LoRA's A matrices are drawn here, before the trainer seeds anything
     model = add_lora(model, backend, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
@@ -147,16 +148,16 @@ def build_trainer(settings: TrainSettings, sft, explicit: set):
     plain, one_line = progress_callback()
     if trainer.pop_callback(plain) is not None:
         trainer.add_callback(one_line)
-    return trainer, run, backend, counts
+    return trainer, run, counts
 
 
-def train(settings: TrainSettings, sft, explicit: set) -> dict:
+def train(settings: TrainSettings, sft, explicit: set, backend: str) -> dict:
     import torch
 
     from kit.hub import push_folder
     from kit.training import collect_metrics, plot_losses, session_counter
 
-    trainer, run, backend, counts = build_trainer(settings, sft, explicit)
+    trainer, run, counts = build_trainer(settings, sft, explicit, backend)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     session = session_counter()
@@ -164,12 +165,16 @@ def train(settings: TrainSettings, sft, explicit: set) -> dict:
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resuming(sft))
     runtime = time.perf_counter() - start
-    trainer.save_model(str(run.adapter))
-    trainer.processing_class.save_pretrained(run.adapter)
-    metrics = collect_metrics(trainer, result, runtime, session, backend, counts)
+    trainer.save_model(str(run.adapter))  # the main process writes; every rank waits for it
+    metrics = collect_metrics(trainer, result, runtime, session, backend, counts)  # tokens summed over ranks
     metrics.update(run=run.name, lora_r=settings.lora_r, lora_alpha=settings.lora_alpha,
                    learning_rate=sft.learning_rate, num_train_epochs=sft.num_train_epochs,
-                   max_steps=sft.max_steps, template=settings.template, data_files=settings.data_files)
+                   max_steps=sft.max_steps, template=settings.template, data_files=settings.data_files,
+                   processes=sft.world_size)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return metrics
+    trainer.processing_class.save_pretrained(run.adapter)
     write_json(run.metrics, metrics)
     plot_losses(metrics, run.loss_plot)
     update_trials_table(settings.results_dir)
@@ -191,8 +196,20 @@ def main(argv=None):
         from kit.sweep import run_sweep
 
         return run_sweep(argv, settings)
+    quiet_other_ranks()
+    from kit.models import resolve_backend
+
+    backend = resolve_backend(settings.backend)  # first: unsloth must come before trl is imported
     sft, explicit = sft_config(info)
-    return train(settings, sft, explicit)
+    return train(settings, sft, explicit, backend)
+
+
+def quiet_other_ranks() -> None:
+    """Under a distributed launch only the main process prints (errors still reach stderr)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
 
 
 if __name__ == "__main__":

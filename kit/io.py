@@ -41,22 +41,43 @@ def run_main(main, argv=None, resume_flag: str | None = None, resume_note: str |
 
 
 def partial_path(path: str | os.PathLike) -> Path:
-    """Where work on `path` happens until it is complete: `.<name>.partial` beside it. The name is
-    fixed, so a run killed mid-write leaves at most this one file, which the next run replaces."""
+    """Where a folder is built until it is complete: `.<name>.partial` beside it (quantize_push's
+    staging); a run killed mid-build leaves it, and the next run replaces it."""
     path = Path(path)
     return path.with_name(f".{path.name}.partial")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale_partials(path: Path) -> None:
+    """Remove `.<name>.partial` and `.<name>.<pid>-<n>.partial` files that no live writer owns."""
+    for leftover in path.parent.glob(f".{path.name}.*partial"):
+        owner = leftover.name[len(path.name) + 2:].split("-")[0].split(".")[0]
+        if not owner.isdigit() or not _alive(int(owner)):
+            leftover.unlink(missing_ok=True)
+
+
+_writes = iter(range(1 << 62))
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", errors: str = "strict"):
-    """Write to `.<name>.partial` beside `path`; rename it over `path` only if the block succeeds.
-
-    A crash or an exception inside the block leaves no partial file behind; a kill leaves the
-    .partial file, which the next write replaces. Files get the umask's mode, like any other.
+    """Write to `.<name>.<pid>-<n>.partial` beside `path`; rename it over `path` only if the block
+    succeeds. Each writer has its own temporary file (two processes writing one path never
+    share one); what a killed writer left is cleared by the next write. Files get the umask's mode.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
+    clear_stale_partials(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{next(_writes)}.partial")
     try:
         encoding = None if "b" in mode else "utf-8"
         with open(tmp, mode, encoding=encoding, errors=None if "b" in mode else errors) as handle:

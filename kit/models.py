@@ -19,9 +19,13 @@ KNOWN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 
 
 def resolve_backend(backend: str) -> str:
-    """`auto` → unsloth when CUDA is there and unsloth imports, else hf. Says which it picked."""
+    """`auto` → unsloth when CUDA is there and unsloth imports, else hf. Says which it picked.
+    unsloth is imported here, before anything imports trl, transformers or peft: it patches them
+    as it is imported (the trainer class bound before would stay trl's plain one)."""
     if backend not in BACKENDS:
         raise KitError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "unsloth":
+        require("unsloth")
     if backend == "auto":
         import torch
 
@@ -36,13 +40,31 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def require(package: str) -> None:
+    """Import a GPU-only package, or stop with one line saying how to get it."""
+    try:
+        __import__(package)
+    except Exception as err:  # missing, or present and refusing (unsloth without a GPU)
+        raise KitError(f"{package} does not import here ({type(err).__name__}: {str(err)[:160]}); it needs "
+                       "a CUDA GPU and `make install-gpu` (python -m kit.doctor checks the machine)") from None
+
+
+def distributed_launch() -> str | None:
+    """"fsdp", "ddp" (any other multi-process launch) or None for a single process."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "fsdp"
+    return "ddp" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+
+
 def bnb_config(compute_dtype: str = "bfloat16", quant_type: str = "nf4", double_quant: bool = True):
     import torch
     from transformers import BitsAndBytesConfig
 
+    # FSDP shards parameters of one dtype: 4-bit weights are stored in the compute dtype there
+    storage = {"bnb_4bit_quant_storage": getattr(torch, compute_dtype)} if distributed_launch() == "fsdp" else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
+                              bnb_4bit_compute_dtype=getattr(torch, compute_dtype), **storage)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -96,11 +118,11 @@ def model_load_kwargs(name: str) -> dict:
     from transformers import AutoConfig
 
     kwargs = {"low_cpu_mem_usage": True}
-    if torch.cuda.is_available():
-        # one process: spread over the GPUs (layers spill to CPU RAM); under a distributed launch
-        # each rank holds a whole copy on its own GPU, as DDP needs
-        local_rank = os.environ.get("LOCAL_RANK")
-        kwargs["device_map"] = {"": int(local_rank)} if local_rank is not None else "auto"
+    launch = distributed_launch()
+    if torch.cuda.is_available() and launch != "fsdp":  # FSDP places the shards itself
+        # one process: spread over the GPUs (layers spill to CPU RAM); DDP: each rank holds a
+        # whole copy on its own GPU
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if launch == "ddp" else "auto"
     try:
         model_type = AutoConfig.from_pretrained(name).model_type
     except OSError as err:

@@ -172,6 +172,8 @@ class InferSettings:
             problems.append(f"--repetition_penalty must be > 0 (got {self.repetition_penalty})")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             problems.append("--temperature must be > 0 and --top_p in (0, 1] when sampling")
+        if self.backend == "vllm" and self.do_sample and self.temperature > 2:
+            problems.append("vllm accepts --temperature up to 2 (use --backend hf above that)")
         if any(not text for text in self.ban + self.stop) or self.cut_after == "":
             problems.append("--ban, --stop and --cut_after take non-empty strings")
         fail_on(problems)

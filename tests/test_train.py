@@ -97,7 +97,7 @@ def test_finished_run_is_refused_without_overwrite(trained, tiny_gemma2):
 def test_labels_mask_the_prompt_only_in_completion_mode(tiny_gemma2, tmp_path):
     for mode in ("completion", "full"):
         settings, sft, explicit = parsed(base_args(tiny_gemma2, tmp_path, "--loss_on", mode, "--max_steps", "1"))
-        trainer, *_ = train.build_trainer(settings, sft, explicit)
+        trainer, *_ = train.build_trainer(settings, sft, explicit, "hf")
         example = trainer.train_dataset[0]
         labels, ids = example["labels"], example["input_ids"]
         first = json.loads(Path(DATA).read_text(encoding="utf-8").splitlines()[0])
@@ -227,7 +227,7 @@ def test_overlong_examples_dropped_and_counted(tiny_gemma2, tmp_path):
     long.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     settings, sft, explicit = parsed(base_args(tiny_gemma2, tmp_path, "--overlong", "drop", "--max_steps", "1",
                                                "--eval_file", DATA) + ["--data_files", str(long)])
-    trainer, _, _, counts = train.build_trainer(settings, sft, explicit)
+    trainer, _, counts = train.build_trainer(settings, sft, explicit, "hf")
     assert counts["train_overlong_dropped"] == 1 and len(trainer.train_dataset) == 6
     assert len(trainer.eval_dataset) == 36 and trainer.args.eval_strategy == "steps"
 

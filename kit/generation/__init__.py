@@ -20,12 +20,15 @@ __all__ = ["Generation", "Sampling", "banned_sequences", "choose_backend", "clea
 VLLM_MIN_TASKS = 20  # below this, vllm's start-up (graph capture) costs more than it saves
 
 
-def choose_backend(requested: str, tasks: int) -> str:
-    """auto: vllm on a GPU for VLLM_MIN_TASKS or more tasks when it imports, else as training
-    chooses (unsloth on a GPU, hf elsewhere)."""
+def choose_backend(requested: str, tasks: int, temperature: float = 0.0) -> str:
+    """auto: vllm on a GPU for VLLM_MIN_TASKS or more tasks when it imports (and the temperature
+    is one vllm accepts), else as training chooses (unsloth on a GPU, hf elsewhere)."""
+    from kit.models import require, resolve_backend
+
     if requested == "vllm":
+        require("vllm")
         return "vllm"
-    if requested == "auto" and tasks >= VLLM_MIN_TASKS:
+    if requested == "auto" and tasks >= VLLM_MIN_TASKS and temperature <= 2:
         import torch
 
         if torch.cuda.is_available():
@@ -36,8 +39,6 @@ def choose_backend(requested: str, tasks: int) -> str:
                 return "vllm"
             except Exception as err:
                 print(f"backend: vllm unavailable ({type(err).__name__}); trying the others")
-    from kit.models import resolve_backend
-
     return resolve_backend(requested)
 
 

@@ -27,13 +27,22 @@ def engine_args(model: str, adapter_rank: int | None, load_in_4bit: bool, max_mo
     return args
 
 
-def sampling_args(sampling: Sampling, budget: int, stops, bans, seed: int) -> dict:
-    """SamplingParams(**sampling_args) for one prompt: greedy at temperature 0."""
-    return {"max_tokens": budget, "repetition_penalty": sampling.repetition_penalty,
+def sampling_args(sampling: Sampling, budget: int, stops, bans, seed: int, banned_tokens=()) -> dict:
+    """SamplingParams(**sampling_args) for one prompt: greedy at temperature 0. Banned strings:
+    vllm's bad_words blocks their plain and space-prefixed tokenization; logit_bias forbids every
+    single token that contains one (the kit's banned_sequences of length 1), as the hf path does."""
+    args = {"max_tokens": budget, "repetition_penalty": sampling.repetition_penalty,
             "temperature": sampling.temperature if sampling.do_sample else 0.0,
             "top_p": sampling.top_p if sampling.do_sample else 1.0,
-            "top_k": sampling.top_k if sampling.do_sample else -1, "stop": list(stops),
+            "top_k": sampling.top_k if sampling.do_sample else 0, "stop": list(stops),
             "bad_words": list(bans) or None, "seed": seed}
+    if banned_tokens:
+        args["logit_bias"] = dict.fromkeys(banned_tokens, -100.0)
+    return args
+
+
+BAN_DIFFERENCE = ("vllm blocks each banned string's plain and space-prefixed tokenization and every "
+                  "single token containing it; the hf path also blocks its other multi-token spellings")
 
 
 def lora_args(adapter: str) -> tuple:
@@ -49,18 +58,21 @@ class VLLMGenerator:
                  load_in_4bit: bool = False, max_model_len: int = 8192, seed: int = 0):
         from vllm import LLM
 
+        from kit.generation.banned import banned_sequences
         from kit.models import check_adapter_path
 
         rank = check_adapter_path(adapter)["r"] if adapter else None
         self.llm = LLM(**engine_args(model, rank, load_in_4bit, max_model_len, seed))
         self.adapter, self.sampling, self.stops, self.bans, self.seed = adapter, sampling, stops, bans, seed
+        sequences = banned_sequences(self.llm.get_tokenizer(), list(bans)) if bans else []
+        self.banned_tokens = sorted({s[0] for s in sequences if len(s) == 1})
 
     def generate(self, prompts: list[str], budgets: list[int], on_batch=None) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        params = [SamplingParams(**sampling_args(self.sampling, budget, self.stops, self.bans, self.seed))
-                  for budget in budgets]
+        params = [SamplingParams(**sampling_args(self.sampling, budget, self.stops, self.bans, self.seed,
+                                                 self.banned_tokens)) for budget in budgets]
         lora = LoRARequest(*lora_args(self.adapter)) if self.adapter else None
         tick = time.perf_counter()
         outputs = self.llm.generate(prompts, params, lora_request=lora)
