@@ -52,6 +52,8 @@ demo: install
 	@echo "demo: output.jsonl for submission in $(DEMO)/output.jsonl; the run scored on the dev" \
 		"tasks in $(DEMO)/runs/TRIALS.md; merged 4-bit model with its model card in" \
 		"$(DEMO)/models/tiny-gemma2-merged-bnb-4bit"
+	@echo "demo: every model here is tiny and random: its answers are babble (often U+FFFD) and" \
+		"its scores mean nothing; the demo shows that every stage runs, not what they produce"
 
 bench: install
 	$(RUN) bench/bench_filter.py

@@ -269,8 +269,6 @@ def filter_pairs(pairs: list, counts: Counter, config: FilterSettings, report: d
         + (": on small data the seed's absolute rare-character counts drop common characters; try "
            "--rare_char_per_million / --second_pass_rare_char_per_million" if "rare_char" in reason else "")
         for reason, (n, total) in passes.items() if total and n > total / 2]
-    for warning in report["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
     report["top_dropped_characters"] = dropped_chars.most_common(20)
     return kept
 
@@ -285,6 +283,12 @@ def print_report(report: dict, elapsed: float, output: str) -> None:
     chars = " ".join(f"{c!r}:{n}" for c, n in report["top_dropped_characters"][:10])
     print(f"top dropped characters: {chars or '-'}")
     print(f"{elapsed:.2f} s, {report['records_in'] / elapsed:,.0f} records/s → {output}")
+    sys.stdout.flush()
+    for warning in report["warnings"]:  # last, where they are read
+        print(f"warning: {warning}", file=sys.stderr)
+    if report["records_out"]:
+        print(f"next: python train.py --config configs/gemma2_27b_seed.yaml --data_files {output} "
+              "(on a CPU: --config configs/tiny_cpu.yaml)")
 
 
 def main(argv=None) -> dict:

@@ -23,10 +23,10 @@ from pathlib import Path
 from kit.generation import Generation, Sampling, choose_backend, clean_answer, make_generator
 from kit.io import KitError, atomic_open, iter_jsonl, run_main, write_json, write_jsonl
 from kit.judging.settings import JudgeSettings
-from kit.runs import AnswerDir, RunDir, task_key
+from kit.runs import AnswerDir, RunDir, answers_folder, task_key
 from kit.settings import parse_settings, settings_from_file
 from kit.stage_settings import InferSettings
-from kit.tasks import find_overlaps, load_tasks, validate_output
+from kit.tasks import garbled_warning, load_tasks, report_overlaps, validate_output
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
 MIN_NEW_TOKENS = 128  # a task whose prompt leaves less room than this has its input shortened
@@ -107,29 +107,6 @@ def truncated_prompt(text: str, template, tokenizer, limit: int) -> tuple[str, i
     raise KitError(f"the {template.name!r} prompt template alone takes more than {limit} tokens")
 
 
-def check_overlaps(settings: InferSettings, tasks, references) -> list[dict]:
-    """Rules guard: a few-shot reference or training record that repeats a task's input (a long
-    shared span) means the task file leaked into development, which the rules forbid."""
-    from kit.io import read_pairs
-    from kit.tasks import OVERLAP_CHARS
-
-    sources = [(f"{settings.reference} record {i + 1}", r["input"] + "\n" + r["output"])
-               for i, r in enumerate(references)]
-    run = RunDir.of_adapter(settings.adapter)
-    for name in (run.read_config().get("data_files") or []) if run else []:
-        if Path(name).is_file():
-            sources += [(f"{name} record {i + 1}", r["instruction"] + "\n" + r["response"])
-                        for i, r in enumerate(read_pairs(name))]
-    overlaps = find_overlaps(tasks, sources)
-    for hit in overlaps[:5]:
-        print(f"warning: task {hit['task_id']!r} shares {OVERLAP_CHARS}+ characters (or its whole input) "
-              f"with {hit['source']} ({hit['text']}...): using the task file in development is "
-              "forbidden", file=sys.stderr)
-    if len(overlaps) > 5:
-        print(f"warning: {len(overlaps)} overlaps in all (infer_metrics.json lists them)", file=sys.stderr)
-    return overlaps
-
-
 def prepare(settings: InferSettings, tasks, out: AnswerDir):
     """(prompts, budgets, context length, stats with the overlaps): nothing heavy but a tokenizer."""
     from transformers import AutoConfig, AutoTokenizer
@@ -145,7 +122,9 @@ def prepare(settings: InferSettings, tasks, out: AnswerDir):
     except OSError as err:
         raise KitError(f"{settings.model}: cannot load tokenizer/config ({err})") from None
     references = load_references(settings.reference) if settings.reference else []
-    overlaps = check_overlaps(settings, tasks, references)
+    run = RunDir.of_adapter(settings.adapter)
+    data_files = run.read_config().get("data_files") if run else []
+    overlaps = report_overlaps(tasks, settings.reference, references, data_files)
     examples = retrieve_examples(settings, tasks, references, Path(settings.results_dir) / ".cache" / "rag")
     prompts, lengths, budgets, stats = fit_prompts(settings, tasks, examples, template, tokenizer, context)
     if settings.dry_run:
@@ -247,8 +226,12 @@ def check_and_score(settings: InferSettings, tasks, out: AnswerDir, judge: Judge
         print(problem, file=sys.stderr)
     if problems:
         raise KitError(f"{settings.output}: {len(problems)} problem(s) found by the validator")
-    print(f"output: {Path(settings.output).resolve()}")
+    garbled = garbled_warning(settings.output)
+    if garbled:
+        print(garbled, file=sys.stderr)
+    print(f"output: {Path(settings.output).resolve()}; run files: {out.path}")
     if judge is None:
+        print(next_step(settings, tasks))
         return {}
     if not all(t.get("output") for t in tasks):
         print(f"warning: {settings.tasks} has no reference outputs; --judge skipped", file=sys.stderr)
@@ -257,9 +240,22 @@ def check_and_score(settings: InferSettings, tasks, out: AnswerDir, judge: Judge
     from kit.tracking import log_score
 
     summary = score_answers(settings.output, tasks, judge, out.path, tasks_label=settings.tasks)
-    print(f"score {summary['score']} (95% interval {summary['ci95']}) over {summary['n']} tasks → {out.score}")
+    from kit.judging.scoring import score_line
+
+    print(f"{score_line(summary)} → {out.score}")
     log_score(RunDir(out.path), summary)
     return {"score": summary["score"], "ci95": summary["ci95"]}
+
+
+def next_step(settings: InferSettings, tasks) -> str:
+    """Dev tasks (with reference answers) are scored next; a submission's model is merged and pushed."""
+    if all(t.get("output") for t in tasks):
+        return (f"next: python judge.py --answers {settings.output} --tasks {settings.tasks} --judge_backend openai "
+                "--base_url <endpoint> --judge_model <judge> (or --judge CONFIG here)")
+    if settings.adapter:
+        return (f"next: python quantize_push.py --model {settings.model} --adapter {settings.adapter} "
+                "--output models/<name>-bnb-4bit --push_to <you>/<name>")
+    return f"next: submit {settings.output} with the model's Hub repo and the commands that made it"
 
 
 def ban_note(backend: str, bans) -> dict:
@@ -269,12 +265,6 @@ def ban_note(backend: str, bans) -> dict:
     from kit.generation.vllm import BAN_DIFFERENCE
 
     return {"ban_blocking": BAN_DIFFERENCE}
-
-
-def answer_dir(settings: InferSettings) -> AnswerDir:
-    run = RunDir.of_adapter(settings.adapter)
-    name = settings.run_name or (run.name if run else f"infer-{Path(settings.model).name}")
-    return AnswerDir(Path(settings.results_dir) / name)
 
 
 def validate_main(argv) -> list[str]:
@@ -291,6 +281,9 @@ def validate_main(argv) -> list[str]:
     if problems:
         raise KitError(f"{args.output}: {len(problems)} problem(s)")
     print(f"{args.output}: valid ({len(load_tasks(args.tasks))} tasks)")
+    garbled = garbled_warning(args.output)
+    if garbled:
+        print(garbled, file=sys.stderr)
     return problems
 
 
@@ -298,14 +291,17 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["validate"]:
         return validate_main(argv[1:])
-    settings, _ = parse_settings(InferSettings, argv, prog="infer.py", doc=__doc__, also_known=(JudgeSettings,))
+    settings, info = parse_settings(InferSettings, argv, prog="infer.py", doc=__doc__, also_known=(JudgeSettings,))
     judge = settings_from_file(JudgeSettings, settings.judge, (InferSettings,)) if settings.judge else None
     start = time.perf_counter()
     tasks = load_tasks(settings.tasks)[: settings.limit]
-    out = answer_dir(settings)
+    out = answers_folder(settings, info.explicit)
+    settings.output = settings.output or str(out.output)
     template, prompts, budgets, context, stats = prepare(settings, tasks, out)
     if settings.dry_run:
-        print(f"dry run: {len(prompts)} prompts → {out.prompts} ({stats})")
+        fitted = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items() if k != "task_overlaps" and v)
+        print(f"dry run: {len(prompts)} prompts → {out.prompts}" + (f" ({fitted})" if fitted else "")
+              + (f"; {len(stats['task_overlaps'])} task overlap(s)" if stats["task_overlaps"] else ""))
         return {"prompts": str(out.prompts), **stats}
     answers = Answers(settings, tasks, out, template)
     todo = answers.todo()

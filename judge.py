@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kit.io import KitError, check_output, run_main, write_json, write_jsonl
 from kit.judging import JudgeSettings, score_answers
-from kit.judging.scoring import read_scores
+from kit.judging.scoring import read_scores, score_line
 from kit.judging.stats import COMPARED_SETTINGS, compare_scores
 from kit.runs import AnswerDir, RunDir, read_json, task_key
 from kit.settings import existing_file, opt, parse_settings
@@ -79,11 +79,8 @@ class AgreeInputs:
 
 
 def report_line(summary: dict) -> str:
-    ci = summary["ci95"]
-    interval = f" (95% interval {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
-    score = "n/a" if summary["score"] is None else f"{summary['score']:.3f}"
     flags = ", ".join(f"{k} {v}" for k, v in sorted(summary["flag_counts"].items())) or "none"
-    line = (f"score {score}{interval} over {summary['n']} tasks, {summary['n_failed']} failed; "
+    line = (f"{score_line(summary)}; "
             f"judge {summary['judge_backend']}:{summary['judge_model']} ({summary['judge_mode']}, "
             f"prompt {summary['prompt']}@{summary['prompt_hash']}); flags: {flags}")
     if summary.get("task_overlaps"):
@@ -98,6 +95,7 @@ def score_main(argv) -> dict:
     summary = score_answers(inputs.answers, tasks, settings, out.path, tasks_label=inputs.tasks)
     print(report_line(summary))
     print(f"scores: {out.scores}, summary: {out.score}")
+    print(f"next: python judge.py compare {out.path} <another scored run>   (is the difference real?)")
     return summary
 
 

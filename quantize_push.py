@@ -257,7 +257,11 @@ def main(argv=None) -> dict:
     shutil.rmtree(settings.output, ignore_errors=True)
     os.replace(partial_path(settings.output), settings.output)
     peak = ", ".join(f"{k} {v}" for k, v in report.items() if k.startswith("peak_"))
-    print(f"saved {settings.output} ({report['elapsed_s']} s, {peak})")
+    print(f"saved {settings.output} ({report['elapsed_s']} s, {peak}); model card: "
+          f"{Path(settings.output) / 'README.md'}")
+    if not settings.push_to:
+        print(f"next: python quantize_push.py --push_only {settings.output} --push_to <you>/<name>   "
+              f"(answer with it: python infer.py --model {settings.output} --tasks <tasks>)")
     if settings.push_to:
         push(settings.output, settings.push_to, settings.private)
     return report

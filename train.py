@@ -143,8 +143,16 @@ def build_trainer(settings: TrainSettings, sft, explicit: set, backend: str):
     set_seed(sft.seed)  # LoRA's A matrices are drawn here, before the trainer seeds anything
     model = add_lora(model, backend, settings.lora_r, settings.lora_alpha, settings.lora_dropout,
                      settings.lora_target_modules, sft.seed, sft.gradient_checkpointing, settings.load_in_4bit)
-    trainer = SFTTrainer(model=model, args=sft, train_dataset=train_set, eval_dataset=eval_set,
-                         processing_class=tokenizer)
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+
+    print(f"data: {counts['train_examples']} training examples"
+          + (f", {counts['eval_examples']} for eval loss" if eval_set is not None else "") + "; tokenizing")
+    disable_progress_bar()  # a few seconds of bars that a terminal leaves as blank lines
+    try:
+        trainer = SFTTrainer(model=model, args=sft, train_dataset=train_set, eval_dataset=eval_set,
+                             processing_class=tokenizer)
+    finally:
+        enable_progress_bar()
     plain, one_line = progress_callback()
     if trainer.pop_callback(plain) is not None:
         trainer.add_callback(one_line)
@@ -180,8 +188,11 @@ def train(settings: TrainSettings, sft, explicit: set, backend: str) -> dict:
     update_trials_table(settings.results_dir)
     if settings.push_adapter_to:
         push_folder(run.adapter, settings.push_adapter_to)
-    print(f"run {run.name}: final train loss {metrics['final_train_loss']}, best eval loss "
-          f"{metrics['best_eval_loss']}, {metrics['train_tokens_per_s']} tokens/s → {run.path}")
+    show = lambda value: "not measured" if value is None else f"{value:.4g}"
+    print(f"run {run.name}: final train loss {show(metrics['final_train_loss'])}, best eval loss "
+          f"{show(metrics['best_eval_loss'])}, {metrics['train_tokens_per_s']:,.0f} tokens/s → {run.path}")
+    print(f"next: python infer.py --model {settings.model_name_or_path} --adapter {run.adapter} "
+          "--tasks <tasks> --reference <reference QA JSONL>")
     return metrics
 
 

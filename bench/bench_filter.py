@@ -3,10 +3,10 @@
     python bench/bench_filter.py                      # 100k records of ~1 KB, about 10 minutes
     python bench/bench_filter.py --records 20000      # quicker
 
-Writes bench/results/filter.json. The naive reference runs on the same corpus and must give the
-same output; its throughput is what the 5× target is measured against.
+Writes results/bench/filter.json (bench/results/ with --update_committed). The naive reference runs
+on the same corpus and must give the same output; its throughput is what the 5× target is
+measured against.
 """
-import argparse
 import json
 import os
 import subprocess
@@ -23,6 +23,8 @@ import pycld2  # noqa: E402
 import yaml  # noqa: E402
 
 from kit.io import pair_from_record, write_json  # noqa: E402
+from kit.runs import bench_result  # noqa: E402
+from kit.testing.bench import bench_parser  # noqa: E402
 from kit.testing.filter_oracle import make_corpus, reference_filter, write_corpus  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def floor(path: Path) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip_naive", action="store_true")
@@ -74,7 +76,7 @@ def main():
             result.update(naive_s=round(naive_s, 2), speedup_vs_naive=round(naive_s / fast_s, 1),
                           identical_output=kept == expected, kept=len(kept))
             print(f"naive reference: {naive_s:.2f} s; identical output: {kept == expected}")
-    write_json(ROOT / "bench" / "results" / "filter.json", result)
+    write_json(bench_result("filter.json", args.update_committed), result)
     print(json.dumps(result, indent=2))
 
 

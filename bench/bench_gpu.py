@@ -7,7 +7,8 @@ to download), on whatever device is present, with a projection of 100 elyza task
 A model too large to build whole (27B) is built with 1 and 2 decoder layers at full width; the
 per-layer cost is their difference, and the full model's figure is the 1-layer figure plus
 (layers - 1) x that cost (the method is printed and saved). Generation suppresses EOS, so the
-projection is an upper bound. Results: bench/results/gpu-<device>.json.
+projection is an upper bound. Results: results/bench/gpu-<device>.json (bench/results/ with
+--update_committed).
 """
 import argparse
 import importlib.util
@@ -20,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from kit.runs import bench_result  # noqa: E402
 
 # hidden, intermediate, layers, heads, kv heads, head_dim (Gemma-2 configs on the Hub); vocab 256000
 SHAPES = {"2b": (2304, 9216, 26, 8, 4, 256), "9b": (3584, 14336, 42, 16, 8, 256),
@@ -209,7 +212,8 @@ def main(argv=None):
     p.add_argument("--prompt", type=int, default=3000, help="prompt tokens (20-shot prompts are ~3k)")
     p.add_argument("--new", type=int, default=64, help="new tokens measured per generation")
     p.add_argument("--build_whole_below_gb", type=float, default=30, help="else layer-reduce")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--out", help="default: results/bench/ (bench/results/ with --update_committed)")
+    p.add_argument("--update_committed", action="store_true", help="write bench/results/, the README's figures")
     args = p.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -248,7 +252,8 @@ def main(argv=None):
     report["projection"] = ("100 tasks x 1024 new tokens (EOS suppressed: an upper bound) at the largest "
                             "batch's measured rate and prompt length; the L4 figure scales by memory "
                             "bandwidth (decode is bandwidth-bound): an estimate, not a measurement")
-    out = Path(args.out) / f"gpu-{name.replace(' ', '_')}.json"
+    file_name = f"gpu-{name.replace(' ', '_')}.json"
+    out = Path(args.out) / file_name if args.out else bench_result(file_name, args.update_committed)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"→ {out}")

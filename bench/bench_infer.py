@@ -2,9 +2,9 @@
 
     python bench/bench_infer.py [--prompts 32] [--batch_size 16] [--max_new_tokens 64]
 
-Same prompts, greedy, same outputs required; writes bench/results/infer.json.
+Same prompts, greedy, same outputs required; writes results/bench/infer.json
+(bench/results/ with --update_committed).
 """
-import argparse
 import json
 import os
 import sys
@@ -16,19 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kit.io import write_json  # noqa: E402
+from kit.runs import bench_result  # noqa: E402
+from kit.testing.bench import bench_parser, one_thread  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
+    one_thread()
     from kit.generation import Sampling, generate_batch
     from kit.models import load_for_generation
     from kit.tiny import build_tiny_gemma2
@@ -71,7 +71,7 @@ def main():
               "batched_s": round(batched_s, 2), "speedup": round(sequential_s / batched_s, 2),
               "identical_outputs": batched == sequential,
               "bm25_100_refs_100_queries_s": round(bm25_s, 3)}
-    write_json(ROOT / "bench" / "results" / "infer.json", result)
+    write_json(bench_result("infer.json", args.update_committed), result)
     print(json.dumps(result, indent=2))
 
 

@@ -1,9 +1,8 @@
 """Judge throughput: the hf backend on the tiny Gemma-2 (logprob mode, one forward pass per batch),
 and the openai backend against a local stub with 100 ms simulated latency at 1 vs 8 workers.
 
-    python bench/bench_judge.py                 # about a minute; writes bench/results/judge.json
+    python bench/bench_judge.py                 # about a minute; writes results/bench/judge.json
 """
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kit.io import write_json  # noqa: E402
+from kit.runs import bench_result  # noqa: E402
+from kit.testing.bench import bench_parser, one_thread  # noqa: E402
 
 
 def answers_file(folder: Path, tasks, copies: int) -> Path:
@@ -37,13 +38,11 @@ def timed_score(folder: Path, tasks, settings) -> tuple[float, dict]:
 
 
 def main():
-    parser = argparse.ArgumentParser()
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100, help="answers to judge per run")
     parser.add_argument("--latency_ms", type=float, default=100.0)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
+    one_thread()
     from kit.judging import JudgeSettings
     from kit.tasks import load_tasks
     from kit.testing.stub_openai import StubJudgeServer
@@ -76,7 +75,7 @@ def main():
                 print(f"openai backend, stub at {args.latency_ms:.0f} ms, {workers} worker(s): "
                       f"{seconds:.2f} s for {len(tasks)} tasks")
         result["openai_speedup_8_vs_1"] = round(result["openai_workers1_s"] / result["openai_workers8_s"], 2)
-    write_json(ROOT / "bench" / "results" / "judge.json", result)
+    write_json(bench_result("judge.json", args.update_committed), result)
     print(json.dumps(result, indent=2))
 
 

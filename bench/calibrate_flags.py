@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from kit.io import read_jsonl, write_json  # noqa: E402
 from kit.judging.flags import rule_flags  # noqa: E402
+from kit.runs import bench_result  # noqa: E402
 
 HELD_OUT = ("gemma-2-9b-it-Q8_0", "Swallow-7b-instruct")  # never looked at while setting thresholds
 
@@ -64,7 +65,7 @@ def main(argv=None):
         for flag, c in result[part].items():
             print(f"  {flag:18} fired {c['fired']:3}  precision {c['precision']:.2f}  recall {c['recall']:.3f}  "
                   f"graded 5: {c['graded_5']} ({c['share_of_grade_5']:.1%})")
-    out = ROOT / ("bench/results" if args.update_committed else "results/bench") / "flags.json"
+    out = bench_result("flags.json", args.update_committed)
     write_json(out, result)
     print(f"→ {out}")
     return result

@@ -105,9 +105,40 @@ class ResultsDir:
         return [RunDir(p) for p in sorted(self.path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
+def bench_result(name: str, committed: bool = False) -> Path:
+    """Where a benchmark writes: results/bench/<name>; with committed, bench/results/<name>, the
+    figures the README cites (a quick try never replaces them)."""
+    root = Path(__file__).resolve().parents[1]
+    return root / ("bench/results" if committed else "results/bench") / name
+
+
 def run_name_for(lora_r: int, lora_alpha: int, learning_rate: float, max_steps: int,
                  num_train_epochs: float, template: str, loss_on: str) -> str:
     """A training run's default name from what tells trials apart: r8-a16-lr0.01-s120-alpaca_ja."""
     length = f"s{max_steps}" if max_steps > 0 else f"e{num_train_epochs:g}"
     name = f"r{lora_r}-a{lora_alpha}-lr{learning_rate:g}-{length}-{template}"
     return name + (f"-loss{loss_on}" if loss_on != "completion" else "")
+
+
+ANSWER_SETTINGS = ("model", "adapter", "tasks", "reference", "k", "retriever", "retriever_model", "template",
+                   "load_in_4bit", "max_new_tokens", "context_length", "repetition_penalty", "do_sample",
+                   "temperature", "top_p", "top_k", "seed", "ban", "stop", "cut_after")
+
+
+def answers_folder(settings, explicit: set) -> AnswerDir:
+    """Where an infer.py run's answers and files go: --results_dir/--run_name when given; else
+    beside the adapter's training run, in infer/<task file>-<hash of what changes the answers>/
+    (a run keeps its training, answers and scores together, and other tasks or settings never
+    overwrite it); without an adapter, results/infer-<model>/<task file>-<hash>/."""
+    import hashlib
+
+    run = RunDir.of_adapter(settings.adapter)
+    if {"results_dir", "run_name"} & explicit:
+        default = run.name if run else f"infer-{Path(settings.model).name}"
+        return AnswerDir(Path(settings.results_dir) / (settings.run_name or default))
+    answers = json.dumps([getattr(settings, name) for name in ANSWER_SETTINGS], ensure_ascii=False)
+    digest = hashlib.sha256(answers.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    setting = f"{Path(settings.tasks).stem}-{digest}"
+    if run is not None:
+        return run.infer_dir(setting)
+    return AnswerDir(Path(settings.results_dir) / f"infer-{Path(settings.model).name}" / setting)

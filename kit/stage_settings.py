@@ -141,7 +141,8 @@ class InferSettings:
                                 choices=("bm25", "colbert"))
     retriever_model: str | None = opt(None, "ColBERT checkpoint, e.g. bclavie/JaColBERTv2")
     template: str | None = opt(None, "default: the adapter run's template, else alpaca_ja")
-    output: str = opt("output.jsonl", "the submission file to write")
+    output: str | None = opt(None, "the submission file to write (default: output.jsonl in the run's "
+                                   "answers folder, printed at the end)")
     csv: str | None = opt(None, "also write task_id,input,output as CSV here")
     backend: str = opt("auto", "auto: vllm on a GPU for 20+ tasks, else unsloth on a GPU, else hf",
                        choices=("auto", "hf", "unsloth", "vllm"))
@@ -188,9 +189,10 @@ class InferSettings:
             existing_file(path, flag)
         inputs = {"--tasks": self.tasks, "--reference": self.reference, "--model": self.model,
                   "--adapter": self.adapter, "--judge": self.judge}
-        check_output(self.output, inputs)
+        if self.output:
+            check_output(self.output, inputs)
         if self.csv:
-            check_output(self.csv, {**inputs, "--output": self.output}, "--csv")
+            check_output(self.csv, {**inputs, "--output": self.output or ""}, "--csv")
 
 
 @dataclass

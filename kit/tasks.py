@@ -114,6 +114,31 @@ def validate_output(tasks_path, output_path, markers=LEAK_MARKERS) -> list[str]:
     return problems
 
 
+GARBLED_SHARE = 0.5  # an answer at least this much U+FFFD is bytes no tokenizer could decode
+
+
+def garbled_answers(output_path) -> list:
+    """Task ids whose answer is mostly U+FFFD (a random or broken model's output): valid JSON,
+    useless as an answer."""
+    from kit.io import iter_jsonl
+
+    found = []
+    for _, record in iter_jsonl(output_path, skip_bad_lines=True):
+        text = "".join(str(record.get("output", "")).split()) if isinstance(record, dict) else ""
+        if text and text.count("\ufffd") / len(text) >= GARBLED_SHARE:
+            found.append(record.get("task_id"))
+    return found
+
+
+def garbled_warning(output_path) -> str | None:
+    ids = garbled_answers(output_path)
+    if not ids:
+        return None
+    shown = ", ".join(map(repr, ids[:10])) + (" ..." if len(ids) > 10 else "")
+    return (f"warning: {len(ids)} answer(s) are mostly U+FFFD, the replacement character for bytes that "
+            f"decode to nothing (a random or broken model): tasks {shown}")
+
+
 OVERLAP_CHARS = 40  # a shared span this long (after NFKC, whitespace removed) counts as a repeat
 
 
@@ -153,3 +178,26 @@ def find_overlaps(tasks: list[dict], texts, span: int = OVERLAP_CHARS, shortest:
                     seen.add((task_id, source))
                     hits.append({"task_id": task_id, "source": source, "text": text[i:i + window]})
     return hits
+
+
+def report_overlaps(tasks: list[dict], reference_path, references: list[dict], data_files) -> list[dict]:
+    """Rules guard: a few-shot reference or training record that repeats a task's input (a long
+    shared span) means the task file leaked into development, which the rules forbid. Warns
+    (the first five) and returns every hit."""
+    import sys
+
+    from kit.io import read_pairs
+
+    sources = [(f"{reference_path} record {i + 1}", r["input"] + "\n" + r["output"]) for i, r in enumerate(references)]
+    for name in data_files or []:
+        if Path(name).is_file():
+            sources += [(f"{name} record {i + 1}", r["instruction"] + "\n" + r["response"])
+                        for i, r in enumerate(read_pairs(name))]
+    overlaps = find_overlaps(tasks, sources)
+    for hit in overlaps[:5]:
+        print(f"warning: task {hit['task_id']!r} shares {OVERLAP_CHARS}+ characters (or its whole input) "
+              f"with {hit['source']} ({hit['text']}...): using the task file in development is "
+              "forbidden", file=sys.stderr)
+    if len(overlaps) > 5:
+        print(f"warning: {len(overlaps)} overlaps in all (infer_metrics.json lists them)", file=sys.stderr)
+    return overlaps

@@ -138,9 +138,10 @@ class TinySettings:
 
 
 def main(argv=None) -> None:
-    settings, _ = parse_settings(TinySettings, argv, prog="-m kit.tiny", doc=__doc__)
-    print(f"tiny Gemma-2 → {build_tiny_gemma2(Path(settings.out) / 'tiny-gemma2', chat_template=False)}")
-    print(f"tiny ColBERT → {build_tiny_colbert(Path(settings.out) / 'tiny-colbert')}")
+    out = Path(parse_settings(TinySettings, argv, prog="-m kit.tiny", doc=__doc__)[0].out)
+    built = {"tiny Gemma-2": build_tiny_gemma2(out / "tiny-gemma2", chat_template=False),
+             "tiny ColBERT": build_tiny_colbert(out / "tiny-colbert")}
+    print("\n".join(f"{name} → {path}" for name, path in built.items()))
 
 
 if __name__ == "__main__":

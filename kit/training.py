@@ -170,7 +170,9 @@ def collect_metrics(trainer, result, runtime, session, backend, counts) -> dict:
     session_tokens = tokens - session.tokens_at_start
     return {"backend": backend, "train_loss": train_loss, "eval_loss": eval_loss,
             "final_train_loss": train_loss[-1]["loss"] if train_loss else None,
-            "mean_train_loss": round(result.training_loss, 6),
+            # over every logged step of the run, a resumed one included (the trainer's own
+            # training_loss covers only this process's steps)
+            "mean_train_loss": round(sum(p["loss"] for p in train_loss) / len(train_loss), 6) if train_loss else None,
             "best_eval_loss": min((e["loss"] for e in eval_loss), default=None),
             "last_eval_loss": eval_loss[-1]["loss"] if eval_loss else None,
             "global_step": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0, 2),
@@ -178,6 +180,12 @@ def collect_metrics(trainer, result, runtime, session, backend, counts) -> dict:
             "train_tokens": int(tokens), "session_tokens": int(session_tokens),
             "train_tokens_per_s": round(session_tokens / runtime, 1),
             **peak_memory(), **counts, "versions": package_versions()}
+
+
+def no_data(axis, why: str) -> None:
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.text(0.5, 0.5, f"no data: {why}", ha="center", va="center", transform=axis.transAxes)
 
 
 def plot_losses(metrics: dict, path) -> None:
@@ -194,9 +202,12 @@ def plot_losses(metrics: dict, path) -> None:
         if points:
             axis.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=label)
     axis.set_xlabel("step")
-    axis.set_ylabel("loss")
+    axis.set_ylabel("loss (lower is better)")
     axis.set_title(metrics["run"])
-    axis.legend()
+    if metrics["train_loss"] or metrics["eval_loss"]:
+        axis.legend()
+    else:
+        no_data(axis, "no logged steps (logging_steps is larger than the run)")
     figure.tight_layout()
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)

@@ -110,54 +110,78 @@ def update_trials_table(results_dir) -> str:
     return table
 
 
+def plotted(rows: list[dict]) -> tuple[list[dict], list[float], str, bool]:
+    """(rows shown best first, their values, the axis label, scored?): judge scores when runs are
+    scored, else eval (or train) loss, lower first."""
+    done = [r for r in rows if r["status"] == "ok"]
+    scored = [r for r in done if r["score"] is not None]
+    if scored:
+        return scored, [r["score"] for r in scored], "judge score 1-5, higher is better", True
+    loss = lambda r: r["best_eval_loss"] if r["best_eval_loss"] is not None else r["final_train_loss"]
+    shown = sorted((r for r in done if loss(r) is not None), key=loss)
+    return shown, [loss(r) for r in shown], "eval (else train) loss, lower is better", False
+
+
 def plot_trials(rows: list[dict], path: Path) -> None:
-    """Judge scores with their 95% intervals when runs are scored, else eval (or train) loss:
-    one point per trial, labelled with its value; the axis spans the data, not from zero."""
+    """One point per trial, best first, labelled with its value. Scores sit on the whole 1-5 scale
+    with their intervals, tied and worse trials marked; losses on an axis from 0, with their spread
+    written out, so a difference in the third decimal does not fill the picture."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r["status"] == "ok"]
-    scored = [r for r in done if r["score"] is not None]
-    if scored:
-        shown, ylabel = scored, "judge score (1-5), 95% interval"
-        values = [r["score"] for r in shown]
+    from kit.training import no_data
+
+    shown, values, ylabel, scored = plotted(rows)
+    figure, axis = plt.subplots(figsize=(max(5.5, 1.6 + 0.9 * len(shown)), 4.2))
+    if not shown:
+        no_data(axis, "no finished runs with a score or a logged loss")
+    elif scored:
         errors = [[v - (r["ci95"] or [v, v])[0] for v, r in zip(values, shown)],
                   [(r["ci95"] or [v, v])[1] - v for v, r in zip(values, shown)]]
-    else:
-        shown = [r for r in done if (r["best_eval_loss"] or r["final_train_loss"]) is not None]
-        ylabel = "best eval loss (else final train loss)"
-        values = [r["best_eval_loss"] if r["best_eval_loss"] is not None else r["final_train_loss"]
-                  for r in shown]
-        errors = None
-    names = [r["run"] + (f"\n{r['inference']}" if r["inference"] else "") for r in shown]
-    figure, axis = plt.subplots(figsize=(max(4.5, 1.2 + 0.9 * len(shown)), 4))
-    if shown and scored:
-        for verdict, style in (("best", dict(fmt="*", markersize=12, color="C1")),
-                               ("tied", dict(fmt="o", color="C0")), ("worse", dict(fmt="o", color="0.6", mfc="white")),
-                               (None, dict(fmt="o", color="0.3"))):
+        for verdict, style in (("best", dict(fmt="*", markersize=12, color="C1")), ("tied", dict(fmt="o", color="C0")),
+                               ("worse", dict(fmt="o", color="0.6", mfc="white")), (None, dict(fmt="o", color="0.3"))):
             picked = [x for x, r in enumerate(shown) if r.get("vs_best") == verdict]
             if picked:
                 label = {"best": "best", "tied": "tied with the best (Holm, 5%)", "worse": "worse than the best",
                          None: "not compared"}[verdict]
                 axis.errorbar(picked, [values[x] for x in picked], capsize=4, label=label,
                               yerr=[[errors[0][x] for x in picked], [errors[1][x] for x in picked]], **style)
+        axis.set_ylim(1, 5)
         axis.legend(fontsize=7)
-    elif shown:
-        axis.errorbar(range(len(shown)), values, yerr=errors, fmt="o", capsize=4)
+    else:
+        axis.plot(range(len(shown)), values, "o")
+        axis.set_ylim(0, max(values) * 1.1)
+        spread = max(values) - min(values)
+        axis.text(0.02, 0.04, f"spread {spread:.4g} ({spread / max(values):.2%})", transform=axis.transAxes,
+                  fontsize=8)
+    for x, value in enumerate(values):
+        axis.annotate(f"{value:.3g}", (x, value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if shown:
-        for x, value in enumerate(values):
-            axis.annotate(f"{value:.3g}", (x, value), textcoords="offset points", xytext=(6, 4), fontsize=8)
         axis.set_xlim(-0.6, len(shown) - 0.4)
-    axis.set_xticks(range(len(shown)), names, rotation=30, ha="right", fontsize=7)
+        axis.set_xticks(range(len(shown)), [r["run"] + (f"\n{r['inference']}" if r["inference"] else "")
+                                            for r in shown], rotation=30, ha="right", fontsize=7)
     axis.set_ylabel(ylabel)
-    axis.set_title("trials, best first" if scored else "trials (no judge scores yet)")
+    axis.set_title("trials, best first; bars: 95% interval" if scored else "trials, best first (no judge scores yet)")
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)
     plt.close(figure)
+
+
+def short_table(rows: list[dict]) -> str:
+    """run, status, score ± interval, loss: what a terminal needs; TRIALS.md has every column."""
+    show = lambda v: "-" if v is None else f"{v:.4g}"
+    lines = [f"{'run':<44} {'status':<7} {'score (95% interval)':<22} {'vs best':<8} loss"]
+    for r in rows:
+        name = r["run"] + (f" [{r['inference']}]" if r["inference"] else "")
+        ci = r["ci95"]
+        score = "-" if r["score"] is None else f"{r['score']:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+        loss = r["best_eval_loss"] if r["best_eval_loss"] is not None else r["final_train_loss"]
+        lines.append(f"{name:<44} {r['status']:<7} {score:<22} {r.get('vs_best') or '-':<8} {show(loss)}")
+    return "\n".join(lines)
 
 
 @dataclass
@@ -173,7 +197,13 @@ class TrialsSettings:
 def main(argv=None) -> str:
     settings, _ = parse_settings(TrialsSettings, argv, prog="-m kit.trials", doc=__doc__)
     table = update_trials_table(settings.results_dir)
-    print(table, end="")
+    rows = collect_rows(Path(settings.results_dir))
+    results = ResultsDir(settings.results_dir)
+    if not rows:
+        print(f"no runs in {settings.results_dir} (a run is a folder with metrics.json or failed.json)")
+    else:
+        print(short_table(rows))
+    print(f"every column: {results.trials_md}, {results.trials_csv}; picture: {results.trials_png}")
     return table
 
 

@@ -396,6 +396,8 @@ def test_a_kill_at_every_stage_loses_nothing(tiny_gemma2, tiny_adapter, tmp_path
     resumed = train.main(common + ["--results_dir", str(runs), "--resume_from_checkpoint", "true"])
     assert resumed["final_train_loss"] == pytest.approx(straight["final_train_loss"], rel=1e-4)
     assert resumed["session_tokens"] < resumed["train_tokens"] and resumed["resumed_from_step"] >= 4
+    # the whole run's mean loss, not only the resumed process's steps
+    assert resumed["mean_train_loss"] == pytest.approx(straight["mean_train_loss"], rel=1e-3)
     with pytest.raises(KitError, match="finished run"):
         train.main(common + ["--results_dir", str(runs), "--resume_from_checkpoint", "true"])
     # infer: killed mid-run (batches of 1); --resume gives the uninterrupted file

@@ -190,6 +190,14 @@ def judge_rows(entries: list[dict], settings: JudgeSettings) -> tuple[list[dict]
                   "prompt_hash": prompt.hash, "judge_calls": getattr(judge, "calls", 0) if judge else 0}
 
 
+def score_line(summary: dict) -> str:
+    """score 4.101 (95% interval 3.88-4.32) over 10 tasks, 0 failed"""
+    ci = summary.get("ci95")
+    score = "not measured" if summary["score"] is None else f"{summary['score']:.3f}"
+    interval = f" (95% interval {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+    return f"score {score}{interval} over {summary['n']} tasks, {summary['n_failed']} failed"
+
+
 def mode_used(settings: JudgeSettings, results: list[dict]) -> str:
     """logprob, unless the endpoint gave no logprobs and replies were parsed instead (digit)."""
     if settings.mode != "logprob":
