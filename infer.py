@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from kit.generation import Generation, Sampling, choose_backend, clean_answer, make_generator
-from kit.io import KitError, atomic_open, iter_jsonl, run_main, write_json, write_jsonl
+from kit.answers import Answers
+from kit.generation import Sampling, choose_backend, make_generator
+from kit.io import KitError, hold, run_main, write_json, write_jsonl
 from kit.judging.settings import JudgeSettings
-from kit.runs import AnswerDir, RunDir, answers_folder, task_key
+from kit.runs import AnswerDir, RunDir, answers_folder
 from kit.settings import parse_settings, settings_from_file
 from kit.stage_settings import InferSettings
 from kit.tasks import garbled_warning, load_tasks, report_overlaps, validate_output
@@ -135,64 +136,6 @@ def prepare(settings: InferSettings, tasks, out: AnswerDir):
 
 # ---- answers ------------------------------------------------------------------------------
 
-class Answers:
-    """The answers so far and how each was generated; saved whole after every batch."""
-
-    def __init__(self, settings: InferSettings, tasks, out: AnswerDir, template):
-        self.settings, self.tasks, self.out = settings, tasks, out
-        self.stops = list(template.stop) + settings.stop
-        self.markers = template.markers
-        self.texts, self.info = {}, {}
-        if settings.resume:
-            self.texts = self.previous_answers()
-            self.info = {k: r for k, r in self.previous(out.generations).items() if k in self.texts}
-
-    def previous(self, path) -> dict:
-        """{task key: record} from a file this script wrote earlier, for tasks still in the task
-        file; unreadable lines are ignored (they are answered again)."""
-        known = {task_key(t["task_id"]) for t in self.tasks}
-        if not Path(path).exists():
-            return {}
-        return {key: record for _, record in iter_jsonl(path, skip_bad_lines=True)
-                if isinstance(record, dict) and (key := task_key(record.get("task_id"))) in known}
-
-    def previous_answers(self) -> dict:
-        """Answers kept by --resume: non-empty, and given for the task's current input."""
-        inputs = {task_key(t["task_id"]): t["input"] for t in self.tasks}
-        return {key: r["output"] for key, r in self.previous(self.settings.output).items()
-                if isinstance(r.get("output"), str) and r["output"].strip() and r.get("input") == inputs[key]}
-
-    def todo(self) -> list[int]:
-        return [i for i, t in enumerate(self.tasks) if task_key(t["task_id"]) not in self.texts]
-
-    def record(self, indices, generations: list[Generation], seconds: float) -> None:
-        for i, generation in zip(indices, generations):
-            key = task_key(self.tasks[i]["task_id"])
-            self.texts[key] = clean_answer(generation.text, self.stops, self.markers, self.settings.cut_after)
-            self.info[key] = {"task_id": self.tasks[i]["task_id"], "new_tokens": generation.new_tokens,
-                              "stop_reason": generation.stop_reason,
-                              "batch_mean_latency_s": round(seconds / len(indices), 3)}
-        self.save()
-
-    def rows(self):
-        return [(t, self.texts[task_key(t["task_id"])]) for t in self.tasks if task_key(t["task_id"]) in self.texts]
-
-    def save(self) -> None:
-        """The answers so far, in the task file's order, replacing the file atomically."""
-        write_jsonl(self.settings.output, ({"task_id": t["task_id"], "input": t["input"], "output": text}
-                                           for t, text in self.rows()))
-        write_jsonl(self.out.generations, (self.info[task_key(t["task_id"])] for t, _ in self.rows()
-                                           if task_key(t["task_id"]) in self.info))
-
-    def write_csv(self, path) -> None:
-        import csv
-
-        with atomic_open(path) as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["task_id", "input", "output"])
-            writer.writerows([t["task_id"], t["input"], text] for t, text in self.rows())
-
-
 # ---- after generation ---------------------------------------------------------------------
 
 def timing(backend: str, batch_size: int, load_s: float, generate_s: float, generated: int,
@@ -267,6 +210,27 @@ def ban_note(backend: str, bans) -> dict:
     return {"ban_blocking": BAN_DIFFERENCE}
 
 
+def generate(settings: InferSettings, tasks, out: AnswerDir, template, prompts, budgets, context: int):
+    """(answers, timing): the tasks not answered yet, generated in batches and saved as they come."""
+    from transformers import set_seed
+
+    answers = Answers(settings, tasks, out, template)
+    todo = answers.todo()
+    print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
+    backend = choose_backend(settings.backend, len(todo), settings.temperature if settings.do_sample else 0.0)
+    set_seed(settings.seed)
+    tick = time.perf_counter()
+    generator = make_generator(backend, settings.model, settings.adapter, Sampling.from_settings(settings),
+                               settings.ban, answers.stops, settings.batch_size, settings.load_in_4bit,
+                               context, settings.seed)
+    load_s, tick = time.perf_counter() - tick, time.perf_counter()
+    generations = generator.generate([prompts[i] for i in todo], [budgets[i] for i in todo],
+                                     on_batch=lambda batch, gens, s: answers.record([todo[i] for i in batch], gens, s))
+    new_tokens = sum(g.new_tokens for g in generations)
+    return answers, {"generated": len(todo), **timing(backend, settings.batch_size, load_s,
+                                                      time.perf_counter() - tick, len(todo), new_tokens)}
+
+
 def validate_main(argv) -> list[str]:
     import argparse
 
@@ -294,7 +258,8 @@ def main(argv=None):
     settings, info = parse_settings(InferSettings, argv, prog="infer.py", doc=__doc__, also_known=(JudgeSettings,))
     judge = settings_from_file(JudgeSettings, settings.judge, (InferSettings,)) if settings.judge else None
     start = time.perf_counter()
-    tasks = load_tasks(settings.tasks)[: settings.limit]
+    all_tasks = load_tasks(settings.tasks)
+    tasks = all_tasks[: settings.limit]
     out = answers_folder(settings, info.explicit)
     settings.output = settings.output or str(out.output)
     template, prompts, budgets, context, stats = prepare(settings, tasks, out)
@@ -303,30 +268,16 @@ def main(argv=None):
         print(f"dry run: {len(prompts)} prompts → {out.prompts}" + (f" ({fitted})" if fitted else "")
               + (f"; {len(stats['task_overlaps'])} task overlap(s)" if stats["task_overlaps"] else ""))
         return {"prompts": str(out.prompts), **stats}
-    answers = Answers(settings, tasks, out, template)
-    todo = answers.todo()
-    print(f"{len(tasks)} tasks, {len(tasks) - len(todo)} already answered, {len(todo)} to generate")
-    backend = choose_backend(settings.backend, len(todo), settings.temperature if settings.do_sample else 0.0)
-    from transformers import set_seed
-
-    set_seed(settings.seed)
-    tick = time.perf_counter()
-    generator = make_generator(backend, settings.model, settings.adapter, Sampling.from_settings(settings),
-                               settings.ban, answers.stops, settings.batch_size, settings.load_in_4bit,
-                               context, settings.seed)
-    load_s, tick = time.perf_counter() - tick, time.perf_counter()
-    generations = generator.generate([prompts[i] for i in todo], [budgets[i] for i in todo],
-                                     on_batch=lambda batch, gens, s: answers.record([todo[i] for i in batch], gens, s))
-    generate_s = time.perf_counter() - tick
+    with hold(settings.output, "infer.py"):  # one run at a time on an output
+        answers, timed = generate(settings, tasks, out, template, prompts, budgets, context)
+        answers.finish(all_tasks)
     if settings.csv:
         answers.write_csv(settings.csv)
     from kit.models import peak_memory
 
-    metrics = {"tasks": len(tasks), "generated": len(todo),
-               **timing(backend, settings.batch_size, load_s, generate_s, len(todo),
-                        sum(g.new_tokens for g in generations)),
+    metrics = {"tasks": len(tasks), **timed,
                "truncated_at_max_new_tokens": sum(g["stop_reason"] == "length" for g in answers.info.values()),
-               **peak_memory(), **stats, **ban_note(backend, settings.ban), "argv": argv}
+               **peak_memory(), **stats, **ban_note(timed["backend"], settings.ban), "argv": argv}
     metrics["total_s"] = round(time.perf_counter() - start, 2)
     write_json(out.infer_metrics, metrics)
     metrics.update(check_and_score(settings, tasks, out, judge))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from kit.hub import hub_token, push_folder
-from kit.io import KitError, check_output, partial_path, run_main, write_json
+from kit.io import KitError, check_output, hold, partial_path, run_main, write_json
 from kit.models import check_adapter_path, check_model_path, peak_memory
 from kit.runs import RunDir, read_json
 from kit.settings import parse_settings
@@ -64,8 +64,14 @@ def check_inputs(settings: QuantizeSettings) -> None:
                                "quantize_report.json); --overwrite replaces only the kit's own output")
         if settings.adapter:
             base = check_adapter_path(settings.adapter).get("base_model_name_or_path")
-            if base and os.path.normpath(base) != os.path.normpath(settings.model):
-                raise KitError(f"{settings.adapter} was trained on {base!r}, not on --model {settings.model!r}")
+            same = lambda a, b: os.path.normpath(a) == os.path.normpath(b) or (
+                Path(a).expanduser().exists() and Path(a).expanduser().resolve() == Path(b).expanduser().resolve())
+            if base and not same(base, settings.model) and not settings.allow_other_base:
+                raise KitError(f"{settings.adapter} was trained on {base!r}, not on --model {settings.model!r} "
+                               "(if the base has moved, pass --allow_other_base)")
+    elif not (Path(settings.push_only) / REPORT).exists() and not settings.force_push:
+        raise KitError(f"{settings.push_only} was not written and verified by quantize_push.py (no {REPORT}); "
+                       "pass --force_push to upload it anyway")
     if settings.push_to and not hub_token():
         raise KitError("pushing needs HF_TOKEN in the environment (or `hf auth login`)")
 
@@ -253,9 +259,10 @@ def main(argv=None) -> dict:
     if settings.push_only:
         push(settings.push_only, settings.push_to, settings.private)
         return {}
-    report = build_verified(settings, partial_path(settings.output))
-    shutil.rmtree(settings.output, ignore_errors=True)
-    os.replace(partial_path(settings.output), settings.output)
+    with hold(Path(settings.output).parent / f"{Path(settings.output).name}.build", "quantize_push.py"):
+        report = build_verified(settings, partial_path(settings.output))
+        shutil.rmtree(settings.output, ignore_errors=True)
+        os.replace(partial_path(settings.output), settings.output)
     peak = ", ".join(f"{k} {v}" for k, v in report.items() if k.startswith("peak_"))
     print(f"saved {settings.output} ({report['elapsed_s']} s, {peak}); model card: "
           f"{Path(settings.output) / 'README.md'}")

@@ -58,6 +58,38 @@ def resuming(sft):
     return True if str(value).lower() == "true" else value
 
 
+def complete(checkpoint: Path) -> bool:
+    """A checkpoint the trainer can resume from: its state and weights were written whole (a run
+    killed while saving, or a full disk, leaves one that is not)."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        from safetensors import safe_open
+
+        weights = next(p for p in (checkpoint / "adapter_model.safetensors", checkpoint / "model.safetensors")
+                       if p.is_file())
+        with safe_open(str(weights), "pt") as handle:
+            list(handle.keys())
+    except (OSError, ValueError, StopIteration, Exception):
+        return False
+    return True
+
+
+def resume_point(run: RunDir, resume):
+    """The newest complete checkpoint for `--resume_from_checkpoint true`, saying which it skipped."""
+    if resume is not True:
+        return resume
+    checkpoints = sorted(run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+                         if p.name.split("-")[-1].isdigit() else -1, reverse=True)
+    for checkpoint in checkpoints:
+        if complete(checkpoint):
+            return str(checkpoint)
+        print(f"note: {checkpoint.name} is incomplete (killed while saving, or the disk was full); "
+              "skipped", file=sys.stderr)
+    raise KitError(f"{run.path}: no complete checkpoint to resume from ({len(checkpoints)} incomplete)")
+
+
 def split_eval(settings: TrainSettings, rows: list[dict], seed: int) -> tuple[list, list]:
     """(train rows, eval rows): --eval_file, else --val_size held out at random, else none."""
     if settings.eval_file:
@@ -117,10 +149,13 @@ def build_trainer(settings: TrainSettings, sft, explicit: set, backend: str):
 
     run = ResultsDir(settings.results_dir).run(run_name(settings, sft, explicit))
     check_run_state(settings, resuming(sft), run)
-    if settings.overwrite and sft.process_index == 0:  # the kit's own checkpoints of the run replaced
+    if settings.overwrite and sft.process_index == 0:  # what the replaced run left: checkpoints, answers, scores
         import shutil
 
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
+        for stale in (run.checkpoints, run.path / "infer"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in (run.score, run.scores, run.generations, run.infer_metrics, run.prompts, run.failed, run.metrics):
+            stale.unlink(missing_ok=True)
     try:  # the tokenizer alone is cheap: every data error surfaces before the model loads
         tokenizer = AutoTokenizer.from_pretrained(settings.model_name_or_path)
     except OSError as err:
@@ -171,7 +206,7 @@ def train(settings: TrainSettings, sft, explicit: set, backend: str) -> dict:
     session = session_counter()
     trainer.add_callback(session)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resuming(sft))
+    result = trainer.train(resume_from_checkpoint=resume_point(run, resuming(sft)))
     runtime = time.perf_counter() - start
     trainer.save_model(str(run.adapter))  # the main process writes; every rank waits for it
     metrics = collect_metrics(trainer, result, runtime, session, backend, counts)  # tokens summed over ranks
@@ -212,7 +247,14 @@ def main(argv=None):
 
     backend = resolve_backend(settings.backend)  # first: unsloth must come before trl is imported
     sft, explicit = sft_config(info)
-    return train(settings, sft, explicit, backend)
+    from contextlib import nullcontext
+
+    from kit.io import hold
+    from kit.training import run_name
+
+    run = ResultsDir(settings.results_dir).run(run_name(settings, sft, explicit))
+    with hold(run.path, "train.py") if sft.process_index == 0 else nullcontext():
+        return train(settings, sft, explicit, backend)
 
 
 def quiet_other_ranks() -> None:

@@ -68,6 +68,42 @@ def clear_stale_partials(path: Path) -> None:
 _writes = iter(range(1 << 62))
 
 
+def lock_path(path) -> Path:
+    path = Path(path)
+    return path / ".lock" if path.is_dir() else path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def hold(path, what: str):
+    """One process at a time on a run folder or an output: a lock file names the holder's pid.
+    Another live holder is an error; the lock of a process that is gone is taken over."""
+    import sys
+
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text(encoding="utf-8").split()[0])
+            except (OSError, ValueError, IndexError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise KitError(f"{path} is in use by process {holder} ({what}); wait for it to finish, "
+                               f"or stop it (its lock: {lock})") from None
+            print(f"note: {lock} was left by process {holder or '?'}, which is gone; taking it over", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+            continue
+        os.write(handle, f"{os.getpid()} {what}\n".encode())
+        os.close(handle)
+        break
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", errors: str = "strict"):
     """Write to `.<name>.<pid>-<n>.partial` beside `path`; rename it over `path` only if the block

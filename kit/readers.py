@@ -4,6 +4,7 @@ name. Each record comes with the line (or row) it starts on, for errors that nam
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from kit.io import KitError, iter_jsonl
@@ -136,6 +137,6 @@ def clean_cells(record: dict) -> dict:
             continue
         row[key] = value.tolist() if hasattr(value, "tolist") else value
     task_id = row.get("task_id")
-    if isinstance(task_id, str) and task_id.strip().lstrip("-").isdigit():
+    if isinstance(task_id, str) and re.fullmatch(r"-?[0-9]+", task_id.strip()):  # not "²" or "--1"
         row["task_id"] = int(task_id)
     return row

@@ -125,20 +125,32 @@ ANSWER_SETTINGS = ("model", "adapter", "tasks", "reference", "k", "retriever", "
                    "temperature", "top_p", "top_k", "seed", "ban", "stop", "cut_after")
 
 
+def answers_fingerprint(settings) -> str:
+    """What produced an answer: a hash of every setting that changes it (model, adapter, tasks,
+    retrieval, template, decoding), recorded with each answer so a resume keeps only its own."""
+    import hashlib
+
+    answers = json.dumps([getattr(settings, name) for name in ANSWER_SETTINGS], ensure_ascii=False)
+    return hashlib.sha256(answers.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def progress_path(output) -> Path:
+    """Where an unfinished infer.py run keeps its answers: <stem>.progress.jsonl beside the output,
+    which is replaced only when the run is complete."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.progress.jsonl")
+
+
 def answers_folder(settings, explicit: set) -> AnswerDir:
     """Where an infer.py run's answers and files go: --results_dir/--run_name when given; else
     beside the adapter's training run, in infer/<task file>-<hash of what changes the answers>/
     (a run keeps its training, answers and scores together, and other tasks or settings never
     overwrite it); without an adapter, results/infer-<model>/<task file>-<hash>/."""
-    import hashlib
-
     run = RunDir.of_adapter(settings.adapter)
     if {"results_dir", "run_name"} & explicit:
         default = run.name if run else f"infer-{Path(settings.model).name}"
         return AnswerDir(Path(settings.results_dir) / (settings.run_name or default))
-    answers = json.dumps([getattr(settings, name) for name in ANSWER_SETTINGS], ensure_ascii=False)
-    digest = hashlib.sha256(answers.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    setting = f"{Path(settings.tasks).stem}-{digest}"
+    setting = f"{Path(settings.tasks).stem}-{answers_fingerprint(settings)}"
     if run is not None:
         return run.infer_dir(setting)
     return AnswerDir(Path(settings.results_dir) / f"infer-{Path(settings.model).name}" / setting)

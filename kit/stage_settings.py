@@ -214,6 +214,8 @@ class QuantizeSettings:
     push_only: str | None = opt(None, "push this already written folder")
     overwrite: bool = opt(False, "replace an output folder this script wrote")
     strict: bool = opt(False, "refuse models the competition's rules do not allow")
+    allow_other_base: bool = opt(False, "merge although the adapter names another base path (a moved base)")
+    force_push: bool = opt(False, "with --push_only: upload a folder quantize_push.py did not write")
 
     def check(self) -> None:
         if not self.logit_tolerance > 0:

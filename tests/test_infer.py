@@ -74,12 +74,12 @@ def test_resume_after_interruption_gives_the_same_file(tiny_gemma2, tiny_adapter
     monkeypatch.setattr(hf, "generate_batch", killed_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
         infer.main(infer_args(tiny_gemma2, tiny_adapter, out, "--batch_size", "3"))
-    partial = read(out)  # the file on disk is whole JSONL with the first batch only
-    assert len(partial) == 3 and not list(tmp_path.glob(".output.jsonl*"))
+    partial = read(tmp_path / "output.progress.jsonl")  # whole JSONL with the first batch only
+    assert len(partial) == 3 and not out.exists() and not list(tmp_path.glob(".output.jsonl*"))
     monkeypatch.setattr(hf, "generate_batch", real)
     metrics = infer.main(infer_args(tiny_gemma2, tiny_adapter, out, "--batch_size", "3", "--resume"))
     assert metrics["generated"] == 5
-    assert out.read_bytes() == straight.read_bytes()
+    assert out.read_bytes() == straight.read_bytes() and not (tmp_path / "output.progress.jsonl").exists()
 
 
 def test_dry_run_writes_prompts_without_loading_a_model(tiny_gemma2, tiny_adapter, tmp_path, monkeypatch):

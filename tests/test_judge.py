@@ -63,12 +63,16 @@ def test_hf_logprob_scores_rerun_and_cache(tiny_gemma2, tmp_path):
 
 def test_hf_digit_mode_records_parse_failures(tiny_gemma2, tmp_path):
     answers = write_answers(tmp_path / "output.jsonl", [t["output"] for t in load_tasks(DEV)][:2])
-    summary = judge.main(["--answers", str(answers), "--tasks", str(DEV), "--judge_model", str(tiny_gemma2),
-                          "--judge_mode", "digit", "--max_retries", "1", "--judge_max_new_tokens", "4",
-                          "--cache_dir", str(tmp_path / "cache")])
+    argv = ["--answers", str(answers), "--tasks", str(DEV), "--judge_model", str(tiny_gemma2), "--judge_mode",
+            "digit", "--max_retries", "1", "--judge_max_new_tokens", "4", "--cache_dir", str(tmp_path / "cache")]
+    try:
+        judge.main(argv)
+    except KitError as err:  # a run where no judgment came back is an error, not a score of nothing
+        assert "every judgment failed (2 tasks" in str(err)
     rows = read_jsonl(tmp_path / "scores.jsonl")
     for row in rows:  # a random tiny model rarely writes a digit: failed or graded, never invented
         assert (row["score"] is None and row["error"] and row["attempts"] == 2) or row["score"] in range(1, 6)
+    summary = json.loads((tmp_path / "score.json").read_text())
     assert summary["n"] + summary["n_failed"] == 2 and summary["n_unanswered"] == 8
 
 
@@ -310,11 +314,12 @@ def test_repeats_average_the_samples_at_the_set_temperature(tmp_path):
 
 def test_a_greedy_judge_is_asked_once_more_in_other_words(tmp_path):
     path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:2])
-    with StubJudgeServer(lambda prompt: "わかりません") as server:
-        summary = judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
-                              "--base_url", server.url, "--judge_model", "stub", "--judge_mode", "digit",
-                              "--max_retries", "4", "--cache_dir", str(tmp_path / "cache")])
-    assert summary["n_failed"] == 2 and len(server.requests) == 4  # not 5 identical requests each
+    with StubJudgeServer(lambda prompt: "わかりません") as server, \
+            pytest.raises(KitError, match="every judgment failed \\(2 tasks"):  # exit status 2, not 0
+        judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai",
+                    "--base_url", server.url, "--judge_model", "stub", "--judge_mode", "digit",
+                    "--max_retries", "4", "--cache_dir", str(tmp_path / "cache")])
+    assert len(server.requests) == 4  # not 5 identical requests each
     prompts = sorted(r["body"]["messages"][0]["content"] for r in server.requests)
     assert sum("数字一つだけで答えて" in p for p in prompts) == 2
 

@@ -257,7 +257,7 @@ def test_ctrl_c_during_inference_is_one_line_with_the_resume_command(tiny_gemma2
         [sys.executable, str(ROOT / "infer.py"), "--model", str(tiny_gemma2), "--adapter", str(tiny_adapter),
          "--tasks", TASKS, "--k", "0", "--max_new_tokens", "400", "--batch_size", "1", "--output", str(out),
          "--results_dir", str(tmp_path / "r")], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: out.exists(), process)
+    wait_for(lambda: (tmp_path / "o.progress.jsonl").exists(), process)
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 130 and "Traceback" not in stderr
@@ -408,7 +408,8 @@ def test_a_kill_at_every_stage_loses_nothing(tiny_gemma2, tiny_adapter, tmp_path
     out = tmp_path / "output.jsonl"
     process = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), *infer_args, "--output", str(out)],
                                cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: out.exists() and out.read_text(encoding="utf-8").count("\n") >= 2, process)
+    progress = tmp_path / "output.progress.jsonl"
+    wait_for(lambda: progress.exists() and progress.read_text(encoding="utf-8").count("\n") >= 2, process)
     process.kill()
     process.wait()
     infer.main(infer_args + ["--output", str(out), "--resume"])
@@ -428,3 +429,149 @@ def test_a_kill_at_every_stage_loses_nothing(tiny_gemma2, tiny_adapter, tmp_path
     assert (target / "quantize_report.json").exists() and stray(tmp_path / "models") == []
     assert {p.name: p.read_bytes() for p in tiny_adapter.iterdir() if p.is_file()} == adapter_files
     assert (tiny_gemma2 / "config.json").exists() and (tiny_gemma2 / "tokenizer.json").exists()
+
+
+# ---- issue 19: a run never destroys a finished result; stale answers are never kept ----------
+
+def test_limit_and_a_killed_rerun_leave_a_finished_output_whole(tiny_gemma2, tiny_adapter, tmp_path, monkeypatch):
+    from kit.generation import hf
+
+    out = tmp_path / "output.jsonl"
+    args = ["--model", str(tiny_gemma2), "--adapter", str(tiny_adapter), "--tasks", TASKS, "--k", "0",
+            "--max_new_tokens", "6", "--batch_size", "2", "--output", str(out), "--results_dir", str(tmp_path / "r")]
+    infer.main(args)
+    finished = out.read_bytes()
+    infer.main(args + ["--limit", "2"])  # a timing run: the other six answers stay
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 8 and validate_output(TASKS, out) == []
+    real, calls = hf.generate_batch, []
+
+    def killed_after_first_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(hf, "generate_batch", killed_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        infer.main(args)  # a plain rerun, killed after its first batch
+    assert out.read_bytes() == finished  # the finished file is untouched until a run completes
+
+
+def test_resume_redoes_answers_made_with_other_settings(tiny_gemma2, tiny_adapter, tmp_path, capsys):
+    out = tmp_path / "output.jsonl"
+    args = ["--model", str(tiny_gemma2), "--adapter", str(tiny_adapter), "--tasks", TASKS, "--k", "0",
+            "--output", str(out), "--results_dir", str(tmp_path / "r"), "--run_name", "same"]
+    infer.main(args + ["--max_new_tokens", "6"])
+    again = infer.main(args + ["--max_new_tokens", "6", "--resume"])
+    assert again["generated"] == 0
+    changed = infer.main(args + ["--max_new_tokens", "9", "--resume"])
+    assert changed["generated"] == 8 and "8 earlier answer(s) were made with other settings" in capsys.readouterr().err
+
+
+def test_run_name_with_a_sweep_names_each_trial(tiny_gemma2, tmp_path):
+    outcomes = train.main(["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path",
+                           str(tiny_gemma2), "--data_files", REFERENCE, "--results_dir", str(tmp_path),
+                           "--report_to", "none", "--max_steps", "2", "--run_name", "myrun",
+                           "--sweep", "lora_r=4,8"])
+    assert [o["run"] for o in outcomes] == ["myrun-lora_r4", "myrun-lora_r8"]
+    assert all((tmp_path / name / "metrics.json").exists() for name in ("myrun-lora_r4", "myrun-lora_r8"))
+
+
+def test_a_second_process_on_a_run_or_an_output_is_refused_and_a_dead_ones_lock_taken_over(
+        tiny_gemma2, tmp_path, capsys):
+    from kit.io import hold, lock_path
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        out = tmp_path / "output.jsonl"
+        lock_path(out).write_text(f"{sleeper.pid} infer.py\n", encoding="utf-8")
+        with pytest.raises(KitError, match=f"in use by process {sleeper.pid}"):
+            infer.main(["--model", str(tiny_gemma2), "--tasks", TASKS, "--k", "0", "--max_new_tokens", "2",
+                        "--output", str(out), "--results_dir", str(tmp_path / "r")])
+        run = tmp_path / "runs" / "r8-a16-lr0.005-s2-alpaca_ja"
+        run.mkdir(parents=True)
+        lock_path(run).write_text(f"{sleeper.pid} train.py\n", encoding="utf-8")
+        with pytest.raises(KitError, match=f"in use by process {sleeper.pid}"):
+            train.main(["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path", str(tiny_gemma2),
+                        "--data_files", REFERENCE, "--results_dir", str(tmp_path / "runs"), "--report_to", "none",
+                        "--learning_rate", "5e-3", "--max_steps", "2"])
+        lock_path(out).write_text(f"{gone.pid} infer.py\n", encoding="utf-8")
+        with hold(out, "test"):
+            assert lock_path(out).read_text().split()[0] == str(os.getpid())
+        assert "taking it over" in capsys.readouterr().err and not lock_path(out).exists()
+    finally:
+        sleeper.kill()
+
+
+def test_overwrite_clears_the_replaced_runs_scores(tiny_gemma2, tmp_path):
+    args = ["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path", str(tiny_gemma2),
+            "--data_files", REFERENCE, "--results_dir", str(tmp_path), "--report_to", "none", "--max_steps", "2"]
+    metrics = train.main(args)
+    run = tmp_path / metrics["run"]
+    for name in ("score.json", "scores.jsonl", "infer/k0/score.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}", encoding="utf-8")
+    train.main(args + ["--overwrite"])
+    assert not (run / "score.json").exists() and not (run / "infer").exists() and (run / "metrics.json").exists()
+
+
+def test_resume_skips_a_half_written_checkpoint(tiny_gemma2, tmp_path, capsys):
+    args = ["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path", str(tiny_gemma2),
+            "--data_files", REFERENCE, "--results_dir", str(tmp_path), "--report_to", "none",
+            "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "3"]
+    metrics = train.main(args)
+    run = tmp_path / metrics["run"]
+    (run / "metrics.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "checkpoint-6")
+    weights = run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # the disk filled while checkpoint-4 was saved
+    resumed = train.main(args + ["--resume_from_checkpoint", "true"])
+    assert resumed["resumed_from_step"] == 2 and resumed["global_step"] == 6
+    assert "checkpoint-4 is incomplete" in capsys.readouterr().err
+
+
+def test_the_judge_reads_only_the_generations_of_its_own_answers(tiny_gemma2, tiny_adapter, tmp_path):
+    import judge
+
+    dev = str(ROOT / "data" / "dev_tasks.jsonl")
+    folder = tmp_path / "run"
+    args = ["--model", str(tiny_gemma2), "--adapter", str(tiny_adapter), "--tasks", dev, "--k", "0",
+            "--max_new_tokens", "2", "--results_dir", str(tmp_path), "--run_name", "run"]
+    infer.main(args + ["--output", str(folder / "a.jsonl")])  # every answer cut at 2 tokens
+    other = folder / "b.jsonl"
+    shutil.copy(folder / "a.jsonl", other)  # the same answers under another name: not infer's
+    counts = judge.main(["flags", "--answers", str(other), "--tasks", dev])
+    assert "truncated" not in counts
+    assert judge.main(["flags", "--answers", str(folder / "a.jsonl"), "--tasks", dev, "--out_dir",
+                       str(tmp_path / "f")]).get("truncated", 0) > 0
+
+
+def test_odd_task_ids_and_pushing_what_the_kit_did_not_write(tmp_path, fake_hub):
+    (tmp_path / "t.csv").write_text('task_id,input\n²,a\n--1,b\n3,c\n', encoding="utf-8")
+    from kit.tasks import load_tasks
+
+    assert [t["task_id"] for t in load_tasks(tmp_path / "t.csv")] == ["²", "--1", 3]
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(KitError, match="not written and verified by quantize_push.py.*--force_push"):
+        quantize_push.main(["--push_only", str(base), "--push_to", "me/x"])
+    assert not fake_hub.calls
+    quantize_push.main(["--push_only", str(base), "--push_to", "me/x", "--force_push"])
+    assert fake_hub.calls[-1][:2] == ("upload_folder", "me/x")
+
+
+def test_the_same_base_by_another_path_is_the_same_base(tiny_gemma2, tiny_adapter, tmp_path, monkeypatch):
+    import json as json_module
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    config = json_module.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = os.path.relpath(tiny_gemma2, ROOT)  # relative, as trained from ROOT
+    (adapter / "adapter_config.json").write_text(json_module.dumps(config))
+    monkeypatch.chdir(ROOT)
+    quantize_push.check_inputs(quantize_push.parse_settings(
+        quantize_push.QuantizeSettings, ["--model", str(tiny_gemma2), "--adapter", str(adapter),
+                                         "--output", str(tmp_path / "q")], prog="q", doc="")[0])

@@ -217,6 +217,10 @@ def score_answers(answers_path, tasks: list[dict], settings: JudgeSettings, out_
     entries = [{"input": a["task"]["input"], "reference": a["task"]["output"],
                 "eval_aspect": a["task"].get("eval_aspect", ""), "answer": a["answer"],
                 "generation": generations.get(task_key(a["task"]["task_id"]))} for a in answers]
+    missing = sum(not a["task"].get("eval_aspect") for a in answers)
+    if missing:
+        print(f"warning: {missing} task(s) have no eval_aspect (the task's grading notes); they are judged on "
+              "the general rubric alone", file=sys.stderr)
     rows, judged = judge_rows(entries, settings)
     rows = [{"task_id": a["task"]["task_id"], **row} for a, row in zip(answers, rows)]
     out = AnswerDir(out_dir)
@@ -228,6 +232,8 @@ def score_answers(answers_path, tasks: list[dict], settings: JudgeSettings, out_
     if overlaps is not None:
         summary["task_overlaps"] = overlaps
     write_json(out.score, summary)
+    if summary["n"] == 0:
+        raise KitError(f"every judgment failed ({summary['n_failed']} tasks; see {out.scores}): no score")
     return summary
 
 
@@ -242,8 +248,9 @@ def generations_beside(answers_path, out_dir) -> dict:
     path = _sidecar(lambda d: d.generations, answers_path, out_dir)
     if path is None:
         return {}
+    answers = str(Path(answers_path).resolve())
     return {task_key(r["task_id"]): r for _, r in iter_jsonl(path, skip_bad_lines=True)
-            if isinstance(r, dict) and "task_id" in r}
+            if isinstance(r, dict) and "task_id" in r and r.get("output_file") == answers}
 
 
 def _overlaps_beside(answers_path, out_dir):
