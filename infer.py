@@ -28,6 +28,7 @@ from kit.runs import AnswerDir, RunDir, answers_folder
 from kit.settings import parse_settings, settings_from_file
 from kit.stage_settings import InferSettings
 from kit.tasks import garbled_warning, load_tasks, report_overlaps, validate_output
+from kit.text import tokenizable
 
 L4_BUDGET_S = 3600  # the competition's limit: 100 tasks within 1 hour on one NVIDIA L4
 MIN_NEW_TOKENS = 128  # a task whose prompt leaves less room than this has its input shortened
@@ -70,7 +71,7 @@ def fit_prompts(settings: InferSettings, tasks, examples, template, tokenizer, c
     for task, shots in zip(tasks, examples):
         before = len(shots)
         while True:
-            prompt = template.prompt(task["input"], examples=shots)
+            prompt = tokenizable(template.prompt(task["input"], examples=shots))
             length = len(tokenizer(prompt).input_ids)
             if length <= room or not shots:
                 break
@@ -101,7 +102,7 @@ def truncated_prompt(text: str, template, tokenizer, limit: int) -> tuple[str, i
     keep = len(text)
     while keep > 0:
         keep = keep * 9 // 10
-        prompt = template.prompt(text[: keep // 2] + TRUNCATION_MARKER + text[len(text) - keep // 2:])
+        prompt = tokenizable(template.prompt(text[: keep // 2] + TRUNCATION_MARKER + text[len(text) - keep // 2:]))
         length = len(tokenizer(prompt).input_ids)
         if length <= limit:
             return prompt, length

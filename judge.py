@@ -90,8 +90,10 @@ def report_line(summary: dict) -> str:
 
 def score_main(argv) -> dict:
     (inputs, settings), _ = parse_settings((ScoreInputs, JudgeSettings), argv, prog="judge.py", doc=__doc__)
-    tasks = load_tasks(inputs.tasks)
     out = AnswerDir(inputs.out_dir or Path(inputs.answers).parent)
+    for path, flag in ((out.score, "--out_dir"), (Path(settings.cache_dir) / "00" / "check.json", "--cache_dir")):
+        check_output(path, {"--answers": inputs.answers}, flag)  # before any request is sent
+    tasks = load_tasks(inputs.tasks)
     summary = score_answers(inputs.answers, tasks, settings, out.path, tasks_label=inputs.tasks)
     print(report_line(summary))
     print(f"scores: {out.scores}, summary: {out.score}")

@@ -38,6 +38,29 @@ def run_main(main, argv=None, resume_flag: str | None = None, resume_note: str |
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         raise SystemExit(0) from None
+    except (OSError, RuntimeError) as err:
+        message = disk_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def disk_message(err: BaseException) -> str | None:
+    """One line for a full disk or a folder the process may not write, else None. torch reports a
+    full disk while saving a checkpoint as `unexpected pos` / `PytorchStreamWriter failed`."""
+    import errno
+    import shutil
+
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or any(
+            text in str(err) for text in ("unexpected pos", "PytorchStreamWriter failed", "No space left")):
+        free = shutil.disk_usage(getattr(err, "filename", None) and os.path.dirname(err.filename) or ".").free
+        return (f"no space left on the device{where} ({free / 2**30:.1f} GiB free now): free some space and "
+                "rerun; finished files are kept (train resumes with --resume_from_checkpoint true)")
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"cannot write{where}: {err.strerror} (a read-only folder?); choose an output folder you can write"
+    return None
 
 
 def partial_path(path: str | os.PathLike) -> Path:

@@ -13,6 +13,15 @@ CLD2_UNSAFE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\u
                          + "".join(f"\\U{p:04x}fffe\\U{p:04x}ffff" for p in range(17)) + "]")
 
 
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def tokenizable(text: str) -> str:
+    """Lone surrogates (valid in JSON, not in UTF-8) as U+FFFD, so a tokenizer can read the text;
+    the task's own input is kept as it was everywhere else."""
+    return SURROGATES.sub("\ufffd", text)
+
+
 def sanitize_for_cld2(text: str) -> str:
     return CLD2_UNSAFE.sub("", text)
 

@@ -22,6 +22,9 @@ def run_rows(run: RunDir) -> list[dict]:
     """One row per scored inference of a finished run (one row if none is scored), plus one per
     failed inference; a run that failed to train is one failed row."""
     metrics = run.read_metrics()
+    if not metrics and run.metrics.exists():  # written by hand, or cut short: say so, never skip it
+        return [dict(dict.fromkeys(COLUMNS), run=run.name, inference="", status="failed",
+                     error=f"{run.metrics.name} is not readable JSON")]
     if not metrics:
         failed = read_json(run.failed)
         if not failed:

@@ -206,3 +206,11 @@ def test_score_joins_the_training_runs_wandb_run_offline(tmp_path, monkeypatch):
     wandb.teardown()  # wandb's process-wide settings would send later runs to this folder
     folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(folders) == 3 and all(name.split("-")[3] == run.id for name in folders)
+
+
+def test_a_lone_surrogate_in_a_task_never_reaches_the_tokenizer(tiny_gemma2, tmp_path):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"task_id": 0, "input": "壊れた\\ud800文字"}\n', encoding="utf-8")
+    result = infer.main(["--model", str(tiny_gemma2), "--tasks", str(tasks), "--k", "0", "--dry_run",
+                         "--output", str(tmp_path / "o.jsonl"), "--results_dir", str(tmp_path / "r")])
+    assert "壊れた\ufffd文字" in read(infer.Path(result["prompts"]))[0]["prompt"]

@@ -43,3 +43,25 @@ def test_pair_from_record_shapes():
     assert pair_from_record({"input": "q", "output": "a"}) == ("q", "a")
     assert pair_from_record({"instruction": "q", "response": "a"}) == ("q", "a")
     assert pair_from_record({"text": "x"}) is None and pair_from_record([1]) is None
+
+
+def test_a_full_disk_or_a_read_only_folder_is_one_line(capsys):
+    import errno
+
+    from kit.io import run_main
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/out.jsonl")
+
+    def torch_save_on_a_full_disk(argv):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 123 vs 456")
+
+    def read_only(argv):
+        raise PermissionError(errno.EACCES, "Permission denied", "/read-only/out.jsonl")
+
+    for main, text in ((full, "no space left on the device (/tmp/out.jsonl)"),
+                       (torch_save_on_a_full_disk, "no space left on the device"),
+                       (read_only, "cannot write (/read-only/out.jsonl): Permission denied")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, [])
+        assert exit_info.value.code == 2 and text in capsys.readouterr().err

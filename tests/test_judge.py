@@ -474,3 +474,41 @@ def test_cache_key_covers_every_load_and_decoding_setting(tiny_gemma2, tmp_path)
     for bad in ("{}", "[]", '{"expected": "high"}', '{"expected": NaN}', "not json"):
         (tmp_path / "entry.json").write_text(bad)
         assert read_cached(tmp_path / "entry.json") is None
+
+
+def test_a_trickling_or_non_json_server_is_handled_as_a_failure_not_a_hang(tmp_path):
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:2])
+    faults = {"G1": ["notjson"], "G2": ["trickle"] * 20}
+    with StubJudgeServer(grade_from_marker, faults=faults) as server:
+        judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai", "--base_url",
+                    server.url, "--judge_model", "stub", "--judge_mode", "digit", "--judge_timeout", "0.5",
+                    "--backoff_s", "0.01", "--cache_dir", str(tmp_path / "cache")])
+    rows = read_jsonl(tmp_path / "scores.jsonl")
+    assert rows[0]["grade"] == 1 and rows[0]["attempts"] == 2  # the HTML reply was asked again
+    assert rows[1]["score"] is None and "APITimeoutError" in rows[1]["error"]  # a deadline, not a per-read wait
+
+
+def test_an_unwritable_out_dir_or_cache_is_refused_before_any_request(tmp_path):
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers()[:2])
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    with StubJudgeServer(grade_from_marker) as server:
+        for flag in ("--out_dir", "--cache_dir"):
+            with pytest.raises(KitError, match=f"{flag} .*is a file, not a folder"):
+                judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_backend", "openai", "--base_url",
+                            server.url, "--judge_model", "stub", "--cache_dir", str(tmp_path / "c"),
+                            flag, str(tmp_path / "a_file" / "sub")])
+        assert server.requests == []
+
+
+def test_an_hf_judge_warns_about_prompts_longer_than_its_context(tiny_gemma2, tmp_path, capsys):
+    import shutil
+
+    short = tmp_path / "short-context"
+    shutil.copytree(tiny_gemma2, short)
+    config = json.loads((short / "config.json").read_text())
+    config["max_position_embeddings"] = 64
+    (short / "config.json").write_text(json.dumps(config))
+    path = write_answers(tmp_path / "output.jsonl", [t["output"] for t in load_tasks(DEV)][:2])
+    judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_model", str(short),
+                "--cache_dir", str(tmp_path / "cache")])
+    assert "judge prompt(s) longer than the judge's context (64 tokens)" in capsys.readouterr().err

@@ -15,6 +15,8 @@ def make_runs(results):
     write_json(results / "r16-a16" / "metrics.json", {"lora_r": 16, "lora_alpha": 16,
                                                       "final_train_loss": 2.0, "best_eval_loss": 2.25})
     write_json(results / "r64-a64" / "failed.json", {"error": "CUDA out of memory"})
+    (results / "r32-a32").mkdir()
+    (results / "r32-a32" / "metrics.json").write_text("{cut short", encoding="utf-8")
     (results / "not-a-run").mkdir()
 
 
@@ -22,13 +24,14 @@ def test_table_lists_finished_and_failed_runs(tmp_path):
     make_runs(tmp_path)
     table = update_trials_table(tmp_path)
     lines = table.splitlines()
-    assert len(lines) == 2 + 3
+    assert len(lines) == 2 + 4
     assert any("r64-a64 |  | failed" in line and "CUDA out of memory" in line for line in lines)
+    assert any("r32-a32 |  | failed" in line and "metrics.json is not readable JSON" in line for line in lines)
     assert "| r16-a16 |  | ok |  |  |  | 16 | 16 |" in table
     # unscored runs: lowest eval loss first, failures last
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| r16-a16", "| r8-a16", "| r64-a64"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| r16-a16", "| r8-a16", "| r32-a32", "| r64-a64"]
     csv_lines = (tmp_path / "trials.csv").read_text(encoding="utf-8").splitlines()
-    assert csv_lines[0].startswith("run,inference,status,score,ci95,") and len(csv_lines) == 4
+    assert csv_lines[0].startswith("run,inference,status,score,ci95,") and len(csv_lines) == 5
     assert (tmp_path / "trials.png").read_bytes()[:4] == b"\x89PNG"
 
 

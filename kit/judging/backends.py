@@ -65,7 +65,7 @@ class HFJudge:
                 raise KitError(f"{settings.judge_model}: the judge's tokenizer spells {digit!r} with "
                                f"{len(ids)} tokens; use --judge_mode digit")
             self.digit_ids.append(ids[0])
-        self.calls = 0
+        self.calls = self.over_context = 0
 
     def chat(self, prompt: str) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -78,6 +78,13 @@ class HFJudge:
 
         self.calls += 1
         texts = [self.chat(p) for p in prompts]
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts] if context else []
+        over = sum(n > context for n in lengths)
+        if over:
+            self.over_context += over
+            print(f"warning: {over} judge prompt(s) longer than the judge's context ({context} tokens): its "
+                  "grade of them is unreliable; use a judge with a longer context", file=sys.stderr)
         if mode == "logprob":
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True,
                                      add_special_tokens=False).to(self.model.device)
@@ -157,11 +164,16 @@ class OpenAIJudge:
             with self.lock:
                 self.calls += 1
             try:
-                response = self.client.chat.completions.create(
+                response = self.within_deadline(lambda: self.client.chat.completions.create(
                     model=self.settings.judge_model, temperature=self.settings.judge_temperature,
-                    messages=[{"role": "user", "content": prompt}], **extra)
+                    messages=[{"role": "user", "content": prompt}], **extra))
                 self.reached.set()
                 return response, attempt
+            except (ValueError, openai.APIResponseValidationError) as err:  # a 200 whose body is not JSON
+                if attempt > NETWORK_RETRIES:
+                    raise TransientFailure(f"unreadable replies ({type(err).__name__}) after {attempt} requests",
+                                           attempt) from err
+                continue
             except (openai.BadRequestError, openai.AuthenticationError,
                     openai.PermissionDeniedError, openai.NotFoundError) as err:
                 self.stopped.set()
@@ -192,6 +204,29 @@ class OpenAIJudge:
                     except ValueError:
                         pass
                 time.sleep(min(delay, 60.0))
+
+    def within_deadline(self, call):
+        """`call()` under --judge_timeout for the whole request: a server that trickles a byte at a
+        time never trips the client's per-read timeout, so the request runs in a thread that is
+        abandoned at the deadline."""
+        import openai
+
+        outcome = {}
+
+        def run():
+            try:
+                outcome["response"] = call()
+            except BaseException as err:  # handed to the caller's handlers below
+                outcome["error"] = err
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(self.settings.judge_timeout)
+        if worker.is_alive():
+            raise openai.APITimeoutError(request=None)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["response"]
 
     def judge_one(self, prompt: str, mode: str) -> dict:
         attempts, last_reply = 0, None

@@ -6,7 +6,9 @@
 
 `faults` maps a substring of the prompt to the failures to answer with, in order, before the
 real reply: "429" (with Retry-After), any other status code ("500", "401"...), "malformed"
-(200 with no choices) or "timeout" (answers after `timeout_s`). It serves only the loopback address and stops on exit.
+(200 with no choices), "notjson" (200 with an HTML body), "timeout" (answers after `timeout_s`)
+or "trickle" (a byte every 0.3 s: never idle long enough for a per-read timeout). It serves only
+the loopback address and stops on exit.
 """
 from __future__ import annotations
 
@@ -51,10 +53,14 @@ class StubJudgeServer:
                     time.sleep(stub.timeout_s)
                 if fault == "malformed":
                     return self.reply(200, {"id": "x", "object": "chat.completion", "choices": []})
+                if fault == "notjson":
+                    return self.reply(200, None, raw=b"<html>502 Bad Gateway</html>")
+                if fault == "trickle":
+                    return self.reply(200, stub.completion(body, stub.grade_for(prompt)), trickle=True)
                 self.reply(200, stub.completion(body, stub.grade_for(prompt)))
 
-            def reply(self, status, payload, headers=None):
-                data = json.dumps(payload).encode("utf-8")
+            def reply(self, status, payload, headers=None, raw=None, trickle=False):
+                data = raw if raw is not None else json.dumps(payload).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -62,7 +68,11 @@ class StubJudgeServer:
                     self.send_header(key, value)
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    for start in range(0, len(data), 1 if trickle else len(data)):
+                        self.wfile.write(data[start:start + (1 if trickle else len(data))])
+                        self.wfile.flush()
+                        if trickle:
+                            time.sleep(0.3)
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out first
                     pass
 
