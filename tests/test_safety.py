@@ -575,3 +575,73 @@ def test_the_same_base_by_another_path_is_the_same_base(tiny_gemma2, tiny_adapte
     quantize_push.check_inputs(quantize_push.parse_settings(
         quantize_push.QuantizeSettings, ["--model", str(tiny_gemma2), "--adapter", str(adapter),
                                          "--output", str(tmp_path / "q")], prog="q", doc="")[0])
+
+
+def _write_many(args):
+    from kit.io import write_json as write
+
+    path, n = args
+    failures = 0
+    for i in range(n):
+        try:
+            write(path, {"i": i})
+        except OSError:
+            failures += 1
+    return failures
+
+
+def test_two_writers_on_one_path_never_trip_over_each_others_temporary_file(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map(_write_many, [(tmp_path / "x.json", 300)] * 2) == [0, 0]
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("config,message", [
+    ("tasks: data/no_such_dev.jsonl\njudge_model: x\n", "tasks data/no_such_dev.jsonl: no such file"),
+    ("tasks: data/dev_tasks.jsonl\njudge_modle: x\n", "judge_modle \\(did you mean judge_mode, judge_model"),
+    ("judge_model: x\n", "needs `tasks`"),
+])
+def test_a_sweeps_score_config_is_checked_before_any_trial_trains(tiny_gemma2, tmp_path, config, message):
+    (tmp_path / "score.yaml").write_text(config, encoding="utf-8")
+    with pytest.raises(KitError, match=message):
+        train.main(["--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--model_name_or_path", str(tiny_gemma2),
+                    "--data_files", REFERENCE, "--results_dir", str(tmp_path / "runs"), "--sweep", "lora_r=4,8",
+                    "k=0,2", "--score", str(tmp_path / "score.yaml")])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_odd_logprobs_and_ratings_are_handled_not_raised(tmp_path):
+    import judge
+    from kit.judging.backends import _digit_probs, distribution_from_probs
+
+    assert distribution_from_probs(_digit_probs([("5", 1000.0), ("4", float("nan"))]))["expected"] == 5.0
+    assert distribution_from_probs(_digit_probs([("3", float("nan"))])) is None  # no grade, not a NaN score
+    for bad in (float("nan"), float("inf")):
+        write_jsonl(tmp_path / "rated.jsonl", [{"input": "q", "output": "a", "human_score": bad, "reference": "r"}])
+        with pytest.raises(KitError, match="rated.jsonl:1: needs a human_score from 1 to 5"):
+            judge.main(["agree", "--human", str(tmp_path / "rated.jsonl"), "--judge_model", "x",
+                        "--out_dir", str(tmp_path / "a")])
+    (tmp_path / "rated.csv").write_bytes("input,output,eval_m_mean,m\n\x82\xa0,x,3,y\n".encode("latin-1"))
+    with pytest.raises(KitError, match="rated.csv: not UTF-8"):
+        judge.main(["agree", "--human", str(tmp_path / "rated.csv"), "--judge_model", "x", "--out_dir",
+                    str(tmp_path / "a")])
+
+
+def test_broken_adapter_folders_are_named_before_a_model_loads(tiny_gemma2, tiny_adapter, tmp_path, monkeypatch):
+    no_model_loads(monkeypatch)
+    for name, content, message in (("not-json", "{broken", "not valid JSON"), ("list", "[1, 2]", "not a JSON object"),
+                                   ("no-weights", None, "no adapter weights")):
+        adapter = tmp_path / name
+        shutil.copytree(tiny_adapter, adapter)
+        if content is None:
+            (adapter / "adapter_model.safetensors").unlink()
+        else:
+            (adapter / "adapter_config.json").write_text(content, encoding="utf-8")
+        with pytest.raises(KitError, match=message):
+            infer.main(["--model", str(tiny_gemma2), "--adapter", str(adapter), "--tasks", TASKS,
+                        "--output", str(tmp_path / "o.jsonl")])
+        with pytest.raises(KitError, match=message):
+            quantize_push.main(["--model", str(tiny_gemma2), "--adapter", str(adapter),
+                                "--output", str(tmp_path / "q")])
