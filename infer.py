@@ -180,12 +180,10 @@ def check_and_score(settings: InferSettings, tasks, out: AnswerDir, judge: Judge
     if not all(t.get("output") for t in tasks):
         print(f"warning: {settings.tasks} has no reference outputs; --judge skipped", file=sys.stderr)
         return {}
-    from kit.judging import score_answers
+    from kit.judging.scoring import score_answers, score_line
     from kit.tracking import log_score
 
     summary = score_answers(settings.output, tasks, judge, out.path, tasks_label=settings.tasks)
-    from kit.judging.scoring import score_line
-
     print(f"{score_line(summary)} → {out.score}")
     log_score(RunDir(out.path), summary)
     return {"score": summary["score"], "ci95": summary["ci95"]}

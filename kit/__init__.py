@@ -8,6 +8,7 @@ runs            where a run's files live (RunDir, AnswerDir, ResultsDir), task k
 models          backend choice, model and adapter checks, loading, LoRA, 4-bit config, memory
 hub             the Hub token and folder pushes
 generation/     one generator interface over hf, unsloth and vllm; banned strings; cleaning
+answers         an inference run's answers: progress file, resume by settings, the final output
 training        train's settings with SFTConfig, resolved config, callbacks, metrics, loss plot
 tracking        wandb: offline by default, a score joined to its training run
 sweep           a grid of trials: train, answer and judge each (train.py --sweep)

@@ -96,7 +96,7 @@ def to_bool(text) -> bool:
         return True
     if value in ("false", "no", "0", "off"):
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise ValueError("must be true or false")
 
 
 def _convert(spec: FieldSpec, value, where: str):
@@ -117,31 +117,20 @@ def _convert(spec: FieldSpec, value, where: str):
 
 def _scalar(kind: type, value):
     if kind is bool:
-        if to_bool_or_none(value) is None:
-            raise ValueError("must be true or false")
-        return to_bool_or_none(value)
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
-        raise ValueError("must be an integer" if kind is int else "must be a number")
+        return to_bool(value)
+    if isinstance(value, bool) and kind in (int, float) or isinstance(value, (dict, list)):
+        raise ValueError("must be a single " + {int: "integer", float: "number"}.get(kind, "value"))
     if kind is int:
-        if isinstance(value, float) and not value.is_integer() or not str(value).strip().lstrip("-").isdigit() \
-                and not isinstance(value, float):
-            raise ValueError("must be an integer")
-        return int(value)
+        if isinstance(value, int) or isinstance(value, float) and value.is_integer() or (
+                isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value)):
+            return int(value)
+        raise ValueError("must be an integer")
     if kind is float:
         try:
             return float(value)
         except ValueError:
             raise ValueError("must be a number") from None
-    if isinstance(value, (dict, list)):
-        raise ValueError("must be a single value")
     return str(value)
-
-
-def to_bool_or_none(value):
-    try:
-        return to_bool(value)
-    except ValueError:
-        return None
 
 
 def _add_flag(group, spec: FieldSpec) -> None:
