@@ -177,13 +177,14 @@ def plot_trials(rows: list[dict], path: Path) -> None:
 def short_table(rows: list[dict]) -> str:
     """run, status, score ± interval, loss: what a terminal needs; TRIALS.md has every column."""
     show = lambda v: "-" if v is None else f"{v:.4g}"
-    lines = [f"{'run':<44} {'status':<7} {'score (95% interval)':<22} {'vs best':<8} loss"]
-    for r in rows:
-        name = r["run"] + (f" [{r['inference']}]" if r["inference"] else "")
+    names = [r["run"] + (f" [{r['inference']}]" if r["inference"] else "") for r in rows]
+    width = max([len("run"), *map(len, names)]) + 2
+    lines = [f"{'run':<{width}}{'status':<8}{'score (95% interval)':<23}{'vs best':<9}loss"]
+    for name, r in zip(names, rows):
         ci = r["ci95"]
         score = "-" if r["score"] is None else f"{r['score']:.3f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
         loss = r["best_eval_loss"] if r["best_eval_loss"] is not None else r["final_train_loss"]
-        lines.append(f"{name:<44} {r['status']:<7} {score:<22} {r.get('vs_best') or '-':<8} {show(loss)}")
+        lines.append(f"{name:<{width}}{r['status']:<8}{score:<23}{r.get('vs_best') or '-':<9}{show(loss)}")
     return "\n".join(lines)
 
 
