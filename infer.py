@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kit.answers import Answers
 from kit.generation import Sampling, choose_backend, make_generator
-from kit.io import KitError, hold, run_main, write_json, write_jsonl
+from kit.io import KitError, check_output, hold, run_main, write_json, write_jsonl
 from kit.judging.settings import JudgeSettings
 from kit.runs import AnswerDir, RunDir, answers_folder
 from kit.settings import parse_settings, settings_from_file
@@ -260,7 +260,10 @@ def main(argv=None):
     all_tasks = load_tasks(settings.tasks)
     tasks = all_tasks[: settings.limit]
     out = answers_folder(settings, info.explicit)
-    settings.output = settings.output or str(out.output)
+    if not settings.output:  # the default, in the run's answers folder: checked as a given one is
+        settings.output = str(out.output)
+        check_output(settings.output, {"--tasks": settings.tasks, "--reference": settings.reference,
+                                       "--model": settings.model, "--adapter": settings.adapter})
     template, prompts, budgets, context, stats = prepare(settings, tasks, out)
     if settings.dry_run:
         fitted = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items() if k != "task_overlaps" and v)
