@@ -20,7 +20,7 @@ from kit.judging.settings import JudgeSettings
 from kit.runs import AnswerDir, ResultsDir, RunDir
 from kit.settings import field_specs, settings_from_file, strip_options
 from kit.stage_settings import InferSettings, TrainSettings
-from kit.trials import update_trials_table
+from kit.trials import collect_rows, short_table, update_trials_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMED_IN_RUN = ("lora_r", "lora_alpha", "learning_rate", "num_train_epochs", "max_steps", "template")
@@ -157,7 +157,10 @@ def run_sweep(argv: list[str], settings: TrainSettings) -> list[dict]:
         outcomes.append({"run": trial.name, "status": status})
         if settings.score and status != "failed":
             outcomes += score_trial(trial, settings.score, variants, settings.overwrite, label)
-    print(update_trials_table(settings.results_dir))
+    update_trials_table(settings.results_dir)
+    results = ResultsDir(settings.results_dir)
+    print(short_table(collect_rows(results.path)))
+    print(f"every column: {results.trials_md}; picture: {results.trials_png}")
     failed = [o for o in outcomes if o["status"] == "failed"]
     if failed:
         steps = ", ".join(o["run"] + ("/" + o["inference"] if o.get("inference") else "") for o in failed)
