@@ -512,3 +512,22 @@ def test_an_hf_judge_warns_about_prompts_longer_than_its_context(tiny_gemma2, tm
     judge.main(["--answers", str(path), "--tasks", str(DEV), "--judge_model", str(short),
                 "--cache_dir", str(tmp_path / "cache")])
     assert "judge prompt(s) longer than the judge's context (64 tokens)" in capsys.readouterr().err
+
+
+def test_compare_names_the_line_of_a_score_that_is_not_a_number(tmp_path):
+    write_scores(tmp_path / "a", [3.0] * 12)
+    write_scores(tmp_path / "b", [3.0] * 12)  # the same judge, then one score that is text
+    write_jsonl(tmp_path / "b" / "scores.jsonl", [{"task_id": i, "score": 3.0} for i in range(11)]
+                + [{"task_id": 11, "score": "high"}])
+    with pytest.raises(KitError, match=r"b/scores\.jsonl:12: score must be a number from 1 to 5"):
+        judge.main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "scores.jsonl")])
+
+
+def test_tasks_without_eval_aspect_are_warned_about(tmp_path, capsys):
+    tasks = tmp_path / "tasks.jsonl"
+    write_jsonl(tasks, [{"input": t["input"], "output": t["output"]} for t in load_tasks(DEV)])
+    path = write_answers(tmp_path / "output.jsonl", scripted_answers())
+    with StubJudgeServer(grade_from_marker) as server:
+        judge.main(["--answers", str(path), "--tasks", str(tasks), "--judge_backend", "openai", "--base_url",
+                    server.url, "--judge_model", "stub", "--cache_dir", str(tmp_path / "cache")])
+    assert "10 task(s) have no eval_aspect" in capsys.readouterr().err
