@@ -29,23 +29,12 @@ from kit.tasks import load_tasks
 
 
 @dataclass
-class ScoreInputs:
-    """what to score"""
+class AnswersInputs:
+    """the answers (judge.py and judge.py flags)"""
     answers: str = opt(None, "output.jsonl from infer.py", required=True)
-    tasks: str = opt(None, "tasks with reference output and eval_aspect: JSONL, CSV, parquet or a Hub "
-                           "dataset name (elyza/ELYZA-tasks-100)", required=True)
-    out_dir: str | None = opt(None, "default: the folder of --answers")
-
-    def check(self) -> None:
-        existing_file(self.answers, "--answers")
-
-
-@dataclass
-class FlagsInputs:
-    """the answers to check"""
-    answers: str = opt(None, "output.jsonl from infer.py", required=True)
-    tasks: str = opt(None, "the task file the answers are for (JSONL, CSV, parquet, Hub name)", required=True)
-    out_dir: str | None = opt(None, "where flags.jsonl goes (default: the folder of --answers)")
+    tasks: str = opt(None, "the task file the answers are for: JSONL, CSV, parquet or a Hub dataset name "
+                           "(elyza/ELYZA-tasks-100); scoring needs its reference `output`", required=True)
+    out_dir: str | None = opt(None, "where scores (or flags.jsonl) go; default: the folder of --answers")
 
     def check(self) -> None:
         existing_file(self.answers, "--answers")
@@ -89,7 +78,7 @@ def report_line(summary: dict) -> str:
 
 
 def score_main(argv) -> dict:
-    (inputs, settings), _ = parse_settings((ScoreInputs, JudgeSettings), argv, prog="judge.py", doc=__doc__)
+    (inputs, settings), _ = parse_settings((AnswersInputs, JudgeSettings), argv, prog="judge.py", doc=__doc__)
     out = AnswerDir(inputs.out_dir or Path(inputs.answers).parent)
     for path, flag in ((out.score, "--out_dir"), (Path(settings.cache_dir) / "00" / "check.json", "--cache_dir")):
         check_output(path, {"--answers": inputs.answers}, flag)  # before any request is sent
@@ -105,7 +94,7 @@ def flags_main(argv) -> dict:
     from kit.judging.flags import rule_flags
     from kit.judging.scoring import generations_beside, read_answers
 
-    inputs, _ = parse_settings(FlagsInputs, argv, prog="judge.py flags",
+    inputs, _ = parse_settings(AnswersInputs, argv, prog="judge.py flags",
                                doc="The judge's rule flags without any model: what to look at before paying "
                                    "for a judge.")
     out = AnswerDir(inputs.out_dir or Path(inputs.answers).parent)

@@ -25,12 +25,17 @@ from kit.stage_settings import TrainSettings
 from kit.trials import update_trials_table
 
 
+def checkpoints_of(run: RunDir) -> list[Path]:
+    """The run's checkpoint folders, oldest first."""
+    step = lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1
+    return sorted(run.checkpoints.glob("checkpoint-*"), key=step)
+
+
 def check_run_state(settings: TrainSettings, resume, run: RunDir) -> None:
     """A finished run is refused (also with --resume_from_checkpoint); an unfinished one with
     checkpoints is refused with the flag that resumes it, so hours of training are never redone
     by accident; a checkpoint path that does not exist fails here, before the model loads."""
-    checkpoints = sorted(run.checkpoints.glob("checkpoint-*"),
-                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    checkpoints = checkpoints_of(run)
     for data_file in settings.data_files + ([settings.eval_file] if settings.eval_file else []):
         if run.path.resolve() in Path(data_file).resolve().parents:
             raise KitError(f"{data_file} lies inside the run folder {run.path}, which a rerun rewrites")
@@ -80,8 +85,7 @@ def resume_point(run: RunDir, resume):
     """The newest complete checkpoint for `--resume_from_checkpoint true`, saying which it skipped."""
     if resume is not True:
         return resume
-    checkpoints = sorted(run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-                         if p.name.split("-")[-1].isdigit() else -1, reverse=True)
+    checkpoints = checkpoints_of(run)[::-1]  # newest first
     for checkpoint in checkpoints:
         if complete(checkpoint):
             return str(checkpoint)

@@ -10,7 +10,6 @@ per-layer cost is their difference, and the full model's figure is the 1-layer f
 projection is an upper bound. Results: results/bench/gpu-<device>.json (bench/results/ with
 --update_committed).
 """
-import argparse
 import importlib.util
 import json
 import math
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kit.runs import bench_result  # noqa: E402
+from kit.testing.bench import bench_parser  # noqa: E402
 
 # hidden, intermediate, layers, heads, kv heads, head_dim (Gemma-2 configs on the Hub); vocab 256000
 SHAPES = {"2b": (2304, 9216, 26, 8, 4, 256), "9b": (3584, 14336, 42, 16, 8, 256),
@@ -204,7 +204,7 @@ def scaled(one: dict, two: dict, layers: int) -> dict:
 def main(argv=None):
     import torch
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = bench_parser(__doc__.split("\n")[0])
     p.add_argument("--sizes", help="default: 2b,9b,27b on a GPU, tiny on a CPU")
     p.add_argument("--batches", default="1,8,16")
     p.add_argument("--seq", type=int, default=1024, help="training sequence length")
@@ -213,7 +213,6 @@ def main(argv=None):
     p.add_argument("--new", type=int, default=64, help="new tokens measured per generation")
     p.add_argument("--build_whole_below_gb", type=float, default=30, help="else layer-reduce")
     p.add_argument("--out", help="default: results/bench/ (bench/results/ with --update_committed)")
-    p.add_argument("--update_committed", action="store_true", help="write bench/results/, the README's figures")
     args = p.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
     device = "cuda" if torch.cuda.is_available() else "cpu"

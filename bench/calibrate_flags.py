@@ -9,7 +9,6 @@ Precision: the share of flagged answers graded 1-2. Recall: the share of answers
 are flagged. Also: how many answers graded 5 each flag fires on (the target is at most 1%).
 Writes results/bench/flags.json (bench/results/flags.json with --update_committed).
 """
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from kit.io import read_jsonl, write_json  # noqa: E402
 from kit.judging.flags import rule_flags  # noqa: E402
 from kit.runs import bench_result  # noqa: E402
+from kit.testing.bench import bench_parser  # noqa: E402
 
 HELD_OUT = ("gemma-2-9b-it-Q8_0", "Swallow-7b-instruct")  # never looked at while setting thresholds
 
@@ -50,9 +50,8 @@ def flag_table(rows: list[dict]) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--graded", required=True, help="folder of answers_*.jsonl and grades_*.jsonl")
-    parser.add_argument("--update_committed", action="store_true", help="write bench/results/flags.json")
     args = parser.parse_args(argv)
     rows = graded_answers(Path(args.graded))
     parts = {"calibration": [r for r in rows if r["model"] not in HELD_OUT],

@@ -27,23 +27,27 @@ class Answers:
             print(f"note: {self.progress} holds an unfinished run's answers; this run starts over "
                   "(--resume continues it)", file=sys.stderr)
 
-    def previous(self, path) -> dict:
+    def previous(self, path, tasks=None) -> dict:
         """{task key: record} from a file this script wrote earlier, for tasks still in the task
         file; unreadable lines are ignored (they are answered again)."""
-        known = {task_key(t["task_id"]) for t in self.tasks}
+        known = {task_key(t["task_id"]) for t in tasks or self.tasks}
         if not Path(path).exists():
             return {}
         return {key: record for _, record in iter_jsonl(path, skip_bad_lines=True)
                 if isinstance(record, dict) and (key := task_key(record.get("task_id"))) in known}
 
+    def answered(self, path, tasks) -> dict:
+        """{task key: answer} of an earlier file: non-empty and given for the task's current input."""
+        inputs = {task_key(t["task_id"]): t["input"] for t in tasks}
+        return {key: r["output"] for key, r in self.previous(path, tasks).items()
+                if isinstance(r.get("output"), str) and r["output"].strip() and r.get("input") == inputs[key]}
+
     def resume(self) -> None:
         """Keep the earlier answers (the progress file's, else the output's) that are non-empty,
         given for the task's current input, and made with these same settings."""
-        inputs = {task_key(t["task_id"]): t["input"] for t in self.tasks}
         source = self.progress if self.progress.exists() else self.settings.output
         made = {k: r for k, r in self.previous(self.out.generations).items() if r.get("made_with") == self.made_with}
-        earlier = {key: r["output"] for key, r in self.previous(source).items()
-                   if isinstance(r.get("output"), str) and r["output"].strip() and r.get("input") == inputs[key]}
+        earlier = self.answered(source, self.tasks)
         self.texts = {key: text for key, text in earlier.items() if key in made}
         self.info = {key: made[key] for key in self.texts}
         if len(earlier) > len(self.texts):
@@ -75,20 +79,11 @@ class Answers:
     def finish(self, all_tasks) -> None:
         """The complete output: this run's answers, and with --limit the existing output's answers
         for the tasks beyond it, in the task file's order; then the progress file goes."""
-        kept = {key: r for key, r in self.previous_all(all_tasks).items()} if self.settings.limit else {}
-        mine = {task_key(t["task_id"]): text for t, text in self.rows()}
-        rows = [{"task_id": t["task_id"], "input": t["input"],
-                 "output": mine[key] if key in mine else kept[key]["output"]}
-                for t in all_tasks if (key := task_key(t["task_id"])) in mine or key in kept]
-        write_jsonl(self.settings.output, rows)
+        answers = self.answered(self.settings.output, all_tasks) if self.settings.limit else {}
+        answers.update((task_key(t["task_id"]), text) for t, text in self.rows())
+        write_jsonl(self.settings.output, ({"task_id": t["task_id"], "input": t["input"], "output": answers[key]}
+                                           for t in all_tasks if (key := task_key(t["task_id"])) in answers))
         self.progress.unlink(missing_ok=True)
-
-    def previous_all(self, all_tasks) -> dict:
-        inputs = {task_key(t["task_id"]): t["input"] for t in all_tasks}
-        if not Path(self.settings.output).exists():
-            return {}
-        return {key: r for _, r in iter_jsonl(self.settings.output, skip_bad_lines=True)
-                if isinstance(r, dict) and inputs.get(key := task_key(r.get("task_id"))) == r.get("input")}
 
     def write_csv(self, path) -> None:
         import csv

@@ -96,7 +96,8 @@ def load_judge_prompt(name: str = "judge_elyza") -> JudgePrompt:
     return JudgePrompt(name=name, source=source, _jinja=environment.from_string(source))
 
 
-def refusal_phrases() -> list[str]:
-    """Phrases of an over-cautious refusal (the rubric scores those 2), one a line."""
+@cache
+def refusal_phrases() -> tuple[str, ...]:
+    """Phrases of an over-cautious refusal (the rubric scores those 2), one a line; read once."""
     lines = (HERE / "refusal_phrases.txt").read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))

@@ -317,7 +317,7 @@ def parse_readme_command(script_name, argv):
         _, info = parse_train(argv, check=False)
         return info.extra_argv  # SFTConfig's own flags are parsed by trl at run time
     classes = {"infer.py": InferSettings, "quantize_push.py": QuantizeSettings, "filter_data.py": FilterSettings,
-               "judge.py": (judge.ScoreInputs, judge.JudgeSettings)}[script_name]
+               "judge.py": (judge.AnswersInputs, judge.JudgeSettings)}[script_name]
     also_known = (judge.JudgeSettings,) if script_name == "infer.py" else ()  # as infer.main reads it
     return parse_settings(classes, argv, prog=script_name, doc="", check=False, also_known=also_known)
 

@@ -65,7 +65,7 @@ class HFJudge:
                 raise KitError(f"{settings.judge_model}: the judge's tokenizer spells {digit!r} with "
                                f"{len(ids)} tokens; use --judge_mode digit")
             self.digit_ids.append(ids[0])
-        self.calls = self.over_context = 0
+        self.calls = 0
 
     def chat(self, prompt: str) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -78,16 +78,14 @@ class HFJudge:
 
         self.calls += 1
         texts = [self.chat(p) for p in prompts]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         context = getattr(self.model.config, "max_position_embeddings", None)
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts] if context else []
-        over = sum(n > context for n in lengths)
+        over = int((encoded.attention_mask.sum(dim=1) > context).sum()) if context else 0
         if over:
-            self.over_context += over
             print(f"warning: {over} judge prompt(s) longer than the judge's context ({context} tokens): its "
                   "grade of them is unreliable; use a judge with a longer context", file=sys.stderr)
         if mode == "logprob":
-            encoded = self.tokenizer(texts, return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.model.device)
+            encoded = encoded.to(self.model.device)
             with torch.no_grad():
                 logits = self.model(**encoded).logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1)[:, self.digit_ids].tolist()
