@@ -11,7 +11,8 @@ r"""Score answers locally with the ELYZA 1-5 rubric, compare two trials, check a
 Writes scores.jsonl (per task) and score.json (mean, bootstrap 95% interval, histogram, flags,
 length-score correlation, judge and prompt hash) beside the answers, or into --out_dir. Task files
 need reference answers (`output`), so the leaderboard's TV task file is refused; tasks without
-grading notes (`eval_aspect`) are judged on the general rubric, with a warning. API keys come from JUDGE_API_KEY (else OPENAI_API_KEY).
+grading notes (`eval_aspect`) are judged on the general rubric, with a warning. API keys come
+from JUDGE_API_KEY (else OPENAI_API_KEY).
 """
 from __future__ import annotations
 
